@@ -1,0 +1,1 @@
+//! bus (work in progress).

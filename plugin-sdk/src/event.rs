@@ -1,0 +1,205 @@
+//! The event envelope: the one shape in which data crosses the bus.
+//!
+//! Every event carries a unique, time-ordered [`EventId`] (a ULID). The id doubles as NATS'
+//! `Nats-Msg-Id` header so JetStream can de-duplicate redeliveries, and as the key of the
+//! disk queue and the dead-letter queue.
+//!
+//! Three clocks are kept apart, as OPC-UA does: `source_time` (when the value was true at the
+//! machine), `server_time` (when a server such as a PLC stamped it) and `receive_time` (when
+//! Millwright received it). Only `receive_time` is always known.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A globally unique, lexicographically time-ordered event id (ULID, 26 characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(ulid::Ulid);
+
+impl EventId {
+    /// A new id for an event received now. Ids made on one thread are strictly increasing,
+    /// even within one millisecond (a monotonic ULID generator per thread).
+    pub fn new() -> Self {
+        thread_local! {
+            static GENERATOR: std::cell::RefCell<ulid::Generator> =
+                std::cell::RefCell::new(ulid::Generator::new());
+        }
+        let id = GENERATOR
+            .with(|g| g.borrow_mut().generate().ok())
+            .unwrap_or_else(ulid::Ulid::generate);
+        Self(id)
+    }
+
+    /// The id as its 128-bit value.
+    pub fn as_u128(&self) -> u128 {
+        self.0.0
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The text was not a 26-character ULID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid event id {input:?}: expected a 26-character ULID such as 01ARZ3NDEKTSV4RRFFQ69G5FAV"
+)]
+pub struct ParseEventIdError {
+    /// The text that failed to parse.
+    pub input: String,
+}
+
+impl FromStr for EventId {
+    type Err = ParseEventIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s)
+            .map(Self)
+            .map_err(|_| ParseEventIdError {
+                input: s.to_owned(),
+            })
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How far a value can be trusted, after OPC-UA's status code severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Quality {
+    /// The value is valid.
+    #[default]
+    Good,
+    /// The value may be stale or imprecise.
+    Uncertain,
+    /// The value is not usable (sensor failure, communication loss, ...).
+    Bad,
+}
+
+/// One event as it travels through Millwright.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Unique id; also the NATS `Nats-Msg-Id` used for de-duplication.
+    pub id: EventId,
+    /// The component that produced the event (a connector instance name such as `press1`).
+    pub source: String,
+    /// The bus subject the event is published on, e.g. `mw.ev.press1.temperature`.
+    pub subject: String,
+    /// When the value was true at the machine, if the source says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_time: Option<DateTime<Utc>>,
+    /// When an upstream server stamped the value, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_time: Option<DateTime<Utc>>,
+    /// When Millwright received the value.
+    pub receive_time: DateTime<Utc>,
+    /// Coarse quality of the value.
+    #[serde(default)]
+    pub quality: Quality,
+    /// The protocol's full status code, when it has one (OPC-UA's 32-bit `StatusCode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u32>,
+    /// The value itself.
+    pub payload: serde_json::Value,
+}
+
+impl Envelope {
+    /// A new good-quality event received now, with a fresh id.
+    pub fn new(
+        source: impl Into<String>,
+        subject: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self {
+            id: EventId::new(),
+            source: source.into(),
+            subject: subject.into(),
+            source_time: None,
+            server_time: None,
+            receive_time: Utc::now(),
+            quality: Quality::Good,
+            status_code: None,
+            payload,
+        }
+    }
+
+    /// Sets the source time.
+    pub fn with_source_time(mut self, t: DateTime<Utc>) -> Self {
+        self.source_time = Some(t);
+        self
+    }
+
+    /// Sets the quality.
+    pub fn with_quality(mut self, q: Quality) -> Self {
+        self.quality = q;
+        self
+    }
+
+    /// Serializes the envelope as JSON bytes (the wire format on the bus).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Serializing this type cannot fail: every field is a plain value or a JSON value.
+        serde_json::to_vec(self).expect("envelope serialization is infallible")
+    }
+
+    /// Parses an envelope from JSON bytes.
+    ///
+    /// # Errors
+    /// Returns the JSON error when the bytes are not an envelope.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_through_json() {
+        let e = Envelope::new("press1", "mw.ev.press1.temp", serde_json::json!(21.5))
+            .with_source_time(Utc::now())
+            .with_quality(Quality::Uncertain);
+        let back = Envelope::from_json_slice(&e.to_json_bytes()).unwrap();
+        assert_eq!(e, back);
+    }
+
+    #[test]
+    fn event_ids_are_unique_and_parse_back() {
+        let a = EventId::new();
+        let b = EventId::new();
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().parse::<EventId>().unwrap(), a);
+        assert!("not-a-ulid".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn unknown_envelope_fields_are_rejected() {
+        let mut v = serde_json::to_value(Envelope::new("s", "x", serde_json::json!(1))).unwrap();
+        v["extra"] = serde_json::json!(true);
+        assert!(serde_json::from_value::<Envelope>(v).is_err());
+    }
+}
