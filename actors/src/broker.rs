@@ -1,1 +1,3 @@
 //! broker (work in progress).
+
+pub mod dead_letter;
