@@ -152,11 +152,12 @@ enum Inner {
 /// use millwright_plugin_sdk::circuit_breaker::{BreakerConfig, CircuitBreaker};
 ///
 /// let mut breaker = CircuitBreaker::new(BreakerConfig::default());
+/// let now = tokio::time::Instant::now();
 /// for _ in 0..5 {
-///     breaker.allow().expect("closed: admitted");
-///     breaker.on_failure();
+///     breaker.allow_at(now).expect("closed: admitted");
+///     breaker.on_failure_at(now);
 /// }
-/// let rejected = breaker.allow().unwrap_err();
+/// let rejected = breaker.allow_at(now).unwrap_err();
 /// assert_eq!(rejected.retry_in, std::time::Duration::from_secs(10));
 /// ```
 #[derive(Debug, Clone)]

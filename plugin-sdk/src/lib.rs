@@ -7,6 +7,7 @@
 
 pub mod circuit_breaker;
 pub mod event;
+pub mod retry;
 
 /// The names a plugin author needs, in one import: `use millwright_plugin_sdk::prelude::*;`.
 pub mod prelude {
@@ -14,4 +15,5 @@ pub mod prelude {
         BreakerConfig, BreakerError, BreakerOpen, CircuitBreaker, SharedCircuitBreaker,
     };
     pub use crate::event::{Envelope, EventId, Quality};
+    pub use crate::retry::{Idempotency, RetryClass, RetryError, RetryPolicy, retry};
 }
