@@ -291,21 +291,22 @@ impl SimState {
     async fn tick(&mut self) {
         let schedule = self.args.spec.schedule.clone();
         let up = self.started.elapsed();
-        if let Some(every) = schedule.fail_every {
-            if up >= every {
-                self.fault("fail");
-                panic!(
-                    "simulated failure of {}: scheduled after {}",
-                    self.args.spec.name,
-                    humanize(every)
-                );
-            }
+        if let Some(every) = schedule.fail_every
+            && up >= every
+        {
+            self.fault("fail");
+            panic!(
+                "simulated failure of {}: scheduled after {}",
+                self.args.spec.name,
+                humanize(every)
+            );
         }
-        if let Some(after) = schedule.hang_after {
-            if !self.hung_once && up >= after {
-                self.hung_once = true;
-                self.hang("scheduled").await;
-            }
+        if let Some(after) = schedule.hang_after
+            && !self.hung_once
+            && up >= after
+        {
+            self.hung_once = true;
+            self.hang("scheduled").await;
         }
         self.scheduled_degradation();
         if self.paused {
@@ -320,10 +321,10 @@ impl SimState {
         let spec = self.args.spec.clone();
         let schedule = &spec.schedule;
         let now = Instant::now();
-        if let Some(Degradation::Scheduled(until)) = self.degraded {
-            if now >= until {
-                self.recover();
-            }
+        if let Some(Degradation::Scheduled(until)) = self.degraded
+            && now >= until
+        {
+            self.recover();
         }
         let (Some(due), Some(every)) = (self.next_scheduled_degrade, schedule.degrade_every) else {
             return;
@@ -438,7 +439,7 @@ impl SimState {
 /// `1s`, `250ms`: whole milliseconds, shortest form.
 fn humanize(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -462,7 +463,7 @@ pub enum SimError {
 }
 
 fn lookup(registry_name: &str) -> Result<ActorRef<SimMsg>, SimError> {
-    ractor::registry::where_is(registry_name.to_owned())
+    ractor::registry::where_is(registry_name)
         .map(ActorRef::<SimMsg>::from)
         .ok_or_else(|| SimError::NotRunning(registry_name.to_owned()))
 }

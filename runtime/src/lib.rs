@@ -1,1 +1,34 @@
-//! placeholder
+//! The Millwright node: configuration, boot and shutdown, probes, metrics and the CLI.
+//!
+//! `main.rs` only parses the command line and calls [`cli::run`]; everything else lives here so
+//! tests can boot a whole node in-process ([`node::Node::start`]) as well as run the binary.
+//!
+//! - [`cli`]: `millwright run CONFIG`, `millwright check CONFIG`, exit codes;
+//! - [`config`]: the TOML config, its validation and located error messages;
+//! - [`node`]: boot in order, and the running node's handles;
+//! - [`components`]: the one list of built-in components and the supervision tree;
+//! - [`shutdown`]: signals and the ordered graceful shutdown;
+//! - [`lockfile`]: the single-instance lock in the data directory;
+//! - [`http`]: `/live`, `/ready`, `/health`, the status page and control endpoints;
+//! - [`metrics`]: the Prometheus exporter and node metrics;
+//! - [`logging`]: human or JSON logs with `tracing`;
+//! - [`control`]: sim control over the bus and HTTP;
+//! - [`watchdog`]: detects components that stop answering;
+//! - [`state_feed`]: republishes state changes on `<prefix>.state.<node>.<component>`;
+//! - [`phase`]: starting, ready, stopping.
+
+pub mod cli;
+pub mod components;
+pub mod config;
+pub mod control;
+pub mod http;
+pub mod lockfile;
+pub mod logging;
+pub mod metrics;
+pub mod node;
+pub mod phase;
+pub mod shutdown;
+pub mod state_feed;
+pub mod watchdog;
+
+pub use node::{Node, NodeError};

@@ -115,7 +115,7 @@ impl Fixture {
 }
 
 fn cell(name: &str) -> Option<ActorCell> {
-    ractor::registry::where_is(name.to_owned())
+    ractor::registry::where_is(name)
 }
 
 #[tokio::test(start_paused = true)]

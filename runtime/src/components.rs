@@ -1,0 +1,143 @@
+//! The one explicit list of built-in components a node runs, and how each is built from the
+//! config. No linker magic: a new component kind is one more entry in [`BUILTIN`].
+//!
+//! The supervision tree (ids are the registry names and the status-board ids):
+//!
+//! ```text
+//! <node>                       root supervisor, one_for_one
+//! └── <node>/sims              supervisor, one_for_one, permanent workers
+//!     ├── <node>/sims/press1   sim actor
+//!     └── ...
+//! ```
+//!
+//! Later issues add the broker, connectors and machine monitors under the root, here.
+
+use std::sync::Arc;
+
+use millwright_actors::bus::{Bus, SubjectScheme};
+use millwright_actors::sim::{FaultSchedule, Sim, SimArgs, SimSpec};
+use millwright_actors::status::StatusBoard;
+use millwright_actors::supervisor::{
+    BackoffPolicy, ChildSpec, RestartIntensity, Strategy, SupervisorSpec, child_name,
+};
+use ractor::Actor;
+
+use crate::config::{Config, SimConfig, SupervisionConfig};
+
+/// What every component builder gets.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The node's config.
+    pub config: Arc<Config>,
+    /// The node's status board.
+    pub board: StatusBoard,
+    /// The bus.
+    pub bus: Bus,
+    /// The subject scheme under the configured prefix.
+    pub scheme: SubjectScheme,
+}
+
+/// A built-in component: its child id under the root and how to build its child spec.
+#[derive(Debug, Clone, Copy)]
+pub struct Component {
+    /// The child id under the root supervisor.
+    pub id: &'static str,
+    /// What it is, for docs and logs.
+    pub description: &'static str,
+    /// Builds its child spec.
+    pub build: fn(&BuildContext) -> ChildSpec,
+}
+
+/// Every built-in component, in start order (they stop in the reverse order).
+pub const BUILTIN: &[Component] = &[Component {
+    id: SIMS,
+    description: "simulated machines ([sims.<name>])",
+    build: sims,
+}];
+
+/// The child id of the sims supervisor.
+pub const SIMS: &str = "sims";
+
+/// The root supervisor's registry name: the node's name.
+pub fn root_name(node: &str) -> String {
+    node.to_owned()
+}
+
+/// The registry name and status-board id of machine `machine`'s sim.
+pub fn sim_id(node: &str, machine: &str) -> String {
+    format!("{}/{SIMS}/{machine}", root_name(node))
+}
+
+/// The root supervisor's spec: one_for_one over every [`BUILTIN`] component.
+pub fn root_spec(ctx: &BuildContext) -> SupervisorSpec {
+    BUILTIN.iter().fold(
+        policy(
+            SupervisorSpec::new(Strategy::OneForOne),
+            &ctx.config.supervision,
+        ),
+        |spec, c| spec.child((c.build)(ctx)),
+    )
+}
+
+/// Applies `[supervision]` to a supervisor spec.
+fn policy(spec: SupervisorSpec, s: &SupervisionConfig) -> SupervisorSpec {
+    spec.intensity(RestartIntensity::new(s.max_restarts, s.max_window))
+        .backoff(BackoffPolicy {
+            min: s.min_backoff,
+            max: s.max_backoff,
+            ..BackoffPolicy::default()
+        })
+}
+
+/// The `sims` supervisor: one permanent sim worker per `[sims.<name>]`.
+fn sims(ctx: &BuildContext) -> ChildSpec {
+    let spec = ctx.config.sims.iter().fold(
+        policy(
+            SupervisorSpec::new(Strategy::OneForOne),
+            &ctx.config.supervision,
+        ),
+        |spec, (name, sim)| spec.child(sim_child(ctx, name, sim)),
+    );
+    ChildSpec::supervisor(SIMS, spec)
+}
+
+/// The sim's settings from its config section.
+pub fn sim_spec(ctx: &BuildContext, name: &str, sim: &SimConfig) -> SimSpec {
+    SimSpec {
+        name: name.to_owned(),
+        interval: sim.interval,
+        tags: sim
+            .tags
+            .iter()
+            .map(|t| (t.clone(), ctx.scheme.event(name, t)))
+            .collect(),
+        idle_window: ctx.config.node.idle_window,
+        schedule: FaultSchedule {
+            fail_every: sim.fail_every,
+            hang_after: sim.hang_after,
+            hang_for: sim.hang_for,
+            degrade_every: sim.degrade_every,
+            degrade_for: sim.degrade_for,
+        },
+    }
+}
+
+fn sim_child(ctx: &BuildContext, name: &str, sim: &SimConfig) -> ChildSpec {
+    let spec = Arc::new(sim_spec(ctx, name, sim));
+    let board = ctx.board.clone();
+    let sink = Arc::new(ctx.bus.clone());
+    let id = name.to_owned();
+    ChildSpec::worker(name, move |supervisor| {
+        let component_id = child_name(&supervisor, &id);
+        let args = SimArgs {
+            spec: spec.clone(),
+            component_id: component_id.clone(),
+            board: board.clone(),
+            sink: sink.clone(),
+        };
+        Box::pin(async move {
+            let (sim, _) = Actor::spawn_linked(Some(component_id), Sim, args, supervisor).await?;
+            Ok(sim.get_cell())
+        })
+    })
+}

@@ -1,0 +1,370 @@
+//! The node's TOML configuration: the types (each field documented once, here), loading and
+//! validation.
+//!
+//! Loading is strict: an unknown key, a wrong type, a missing required key or a value that
+//! fails validation is reported as a [`Diagnostic`] naming the file, the key path, the line and
+//! a hint (see [`error`]). Validation does no I/O: it never connects, binds or creates
+//! anything; `millwright check` runs exactly this.
+//!
+//! Durations are humantime strings (`"500ms"`, `"5s"`, `"2m"`). Every key except
+//! `node.name` has a default, so the smallest config is:
+//!
+//! ```toml
+//! [node]
+//! name = "line1"
+//! ```
+//!
+//! With no `bus.nats_url` the node runs on the embedded in-process bus.
+
+pub mod address;
+pub mod duration;
+pub mod error;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use error::{ConfigError, Diagnostic};
+
+/// A whole node configuration (one TOML file).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node: its name, data directory and timing.
+    pub node: NodeConfig,
+    /// The bus: NATS when `nats_url` is set, the embedded in-process bus otherwise.
+    #[serde(default)]
+    pub bus: BusConfig,
+    /// The HTTP server: probes, health JSON, status page and control endpoints.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Restart policy of the node's supervisors.
+    #[serde(default)]
+    pub supervision: SupervisionConfig,
+    /// The liveness probe that detects components that stop answering.
+    #[serde(default)]
+    pub watchdog: WatchdogConfig,
+    /// Simulated machines, by name (`[sims.press1]`): the demo's data sources.
+    #[serde(default)]
+    pub sims: BTreeMap<String, SimConfig>,
+}
+
+/// `[node]`: identity, storage and timing of this node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's name: one subject token (letters, digits, `-`, `_`). It appears in bus
+    /// subjects (`mw.state.<node>.<component>`), health JSON and logs. Required.
+    pub name: String,
+    /// Where the node keeps its files (lockfile, and later the disk queue and DLQ). Created on
+    /// start if missing. Relative paths are relative to the working directory.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// A healthy component with no data for this long is `idle` rather than `active`.
+    #[serde(default = "defaults::idle_window", with = "duration")]
+    pub idle_window: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight work may take to finish before components are
+    /// stopped anyway.
+    #[serde(default = "defaults::shutdown_grace", with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[bus]`: where events and states are published.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// The NATS server URL (`nats://host:4222`). Absent: the embedded in-process bus, so one
+    /// node runs with nothing else installed.
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// The first token(s) of every subject (`mw` gives `mw.ev.<source>.<tag>`).
+    #[serde(default = "defaults::prefix")]
+    pub prefix: String,
+}
+
+/// `[http]`: the probes, health and control server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The address to listen on (`ip:port`). Port 0 picks a free port, logged at start.
+    #[serde(default = "defaults::http_listen", with = "address")]
+    pub listen: SocketAddr,
+}
+
+/// `[metrics]`: the Prometheus exporter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The address the exporter listens on (`ip:port`), serving `/metrics`. Port 0 picks a free
+    /// port, logged at start.
+    #[serde(default = "defaults::metrics_listen", with = "address")]
+    pub listen: SocketAddr,
+}
+
+/// `[log]`: the format and level of the node's logs (written to stdout).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (one readable line per event) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter: a level (`info`) or directives (`info,millwright_actors=debug`).
+    /// The `RUST_LOG` environment variable, when set, takes precedence.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers and tests.
+    Json,
+}
+
+/// `[supervision]`: the restart policy of every supervisor the node builds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// At most this many restarts within `max_window`; one more and the supervisor stops its
+    /// children and fails, escalating to its parent.
+    #[serde(default = "defaults::max_restarts")]
+    pub max_restarts: u32,
+    /// The window `max_restarts` is counted in.
+    #[serde(default = "defaults::max_window", with = "duration")]
+    pub max_window: Duration,
+    /// The first restart's delay; each further restart doubles it, up to `max_backoff`.
+    #[serde(default = "defaults::min_backoff", with = "duration")]
+    pub min_backoff: Duration,
+    /// The longest delay between restarts.
+    #[serde(default = "defaults::max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+}
+
+/// `[watchdog]`: pings components and marks those that stop answering as degraded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// How often each component is pinged.
+    #[serde(default = "defaults::watchdog_interval", with = "duration")]
+    pub interval: Duration,
+    /// A component that does not answer a ping within this is shown `degraded` ("not
+    /// answering").
+    #[serde(default = "defaults::watchdog_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+/// `[sims.<name>]`: one simulated machine. It publishes a changing value per tag on
+/// `<prefix>.ev.<name>.<tag>` every `interval`, and can be scheduled (here) or told (over the
+/// bus or HTTP) to fail, hang or degrade.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Time between two samples of every tag.
+    #[serde(default = "defaults::sim_interval", with = "duration")]
+    pub interval: Duration,
+    /// The values the machine produces, each a subject token (`temperature`).
+    #[serde(default = "defaults::sim_tags")]
+    pub tags: Vec<String>,
+    /// Panic after running this long, every time (the supervisor restarts it). Absent: never.
+    #[serde(default, with = "duration::option")]
+    pub fail_every: Option<Duration>,
+    /// Stop answering after running this long, once per start. Absent: never.
+    #[serde(default, with = "duration::option")]
+    pub hang_after: Option<Duration>,
+    /// How long a hang lasts, scheduled or commanded.
+    #[serde(default = "defaults::hang_for", with = "duration")]
+    pub hang_for: Duration,
+    /// Go `degraded` every this long (for `degrade_for`, then recover). Absent: never.
+    #[serde(default, with = "duration::option")]
+    pub degrade_every: Option<Duration>,
+    /// How long a scheduled degradation lasts.
+    #[serde(default = "defaults::degrade_for", with = "duration")]
+    pub degrade_for: Duration,
+}
+
+/// The default of every key, one function each (serde's `default = "..."`).
+pub mod defaults {
+    use super::*;
+
+    /// `node.data_dir`.
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("data")
+    }
+    /// `node.idle_window`: 30 s.
+    pub fn idle_window() -> Duration {
+        millwright_actors::lifecycle::DEFAULT_IDLE_WINDOW
+    }
+    /// `node.shutdown_grace`: 30 s.
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+    /// `bus.prefix`.
+    pub fn prefix() -> String {
+        "mw".to_owned()
+    }
+    /// `http.listen`.
+    pub fn http_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    /// `metrics.listen`.
+    pub fn metrics_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 9090))
+    }
+    /// `log.level`.
+    pub fn log_level() -> String {
+        "info".to_owned()
+    }
+    /// `supervision.max_restarts`.
+    pub fn max_restarts() -> u32 {
+        3
+    }
+    /// `supervision.max_window`.
+    pub fn max_window() -> Duration {
+        Duration::from_secs(5)
+    }
+    /// `supervision.min_backoff`.
+    pub fn min_backoff() -> Duration {
+        Duration::from_millis(100)
+    }
+    /// `supervision.max_backoff`.
+    pub fn max_backoff() -> Duration {
+        Duration::from_secs(10)
+    }
+    /// `watchdog.interval`.
+    pub fn watchdog_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    /// `watchdog.timeout`.
+    pub fn watchdog_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    /// `sims.<name>.interval`.
+    pub fn sim_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    /// `sims.<name>.tags`.
+    pub fn sim_tags() -> Vec<String> {
+        vec!["temperature".to_owned(), "pressure".to_owned()]
+    }
+    /// `sims.<name>.hang_for`.
+    pub fn hang_for() -> Duration {
+        Duration::from_secs(15)
+    }
+    /// `sims.<name>.degrade_for`.
+    pub fn degrade_for() -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            prefix: defaults::prefix(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::http_listen(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::metrics_listen(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: defaults::log_level(),
+        }
+    }
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: defaults::max_restarts(),
+            max_window: defaults::max_window(),
+            min_backoff: defaults::min_backoff(),
+            max_backoff: defaults::max_backoff(),
+        }
+    }
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            interval: defaults::watchdog_interval(),
+            timeout: defaults::watchdog_timeout(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config at `path`. Errors name `path` as given.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] when it is
+    /// not a valid config.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Parses and validates `text`; `file` only names it in errors. Does no I/O.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with the first problem found.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| error::from_syntax_error(file, text, &e))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e
+                .path()
+                .iter()
+                .filter_map(|seg| match seg {
+                    serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                    serde_path_to_error::Segment::Unknown => None,
+                })
+                .collect();
+            error::from_data_error(file, text, path, e.inner())
+        })?;
+        if let Some(problem) = validate::first_problem(&config) {
+            return Err(problem.into_diagnostic(file, text).into());
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! Checks a config beyond what its types enforce: names that must be subject tokens, durations
+//! that must be positive, bounds that must be ordered. No I/O.
+
+use super::error::{Diagnostic, line_of, locate};
+use super::{Config, duration};
+
+/// One semantic problem, before it is located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub path: Vec<String>,
+    pub message: String,
+    pub hint: String,
+}
+
+impl Problem {
+    fn new(path: &[&str], message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// Locates the problem in `text` and names `file`.
+    pub fn into_diagnostic(self, file: &str, text: &str) -> Diagnostic {
+        let line = locate(text, &self.path).map(|span| line_of(text, span.start));
+        Diagnostic {
+            file: file.to_owned(),
+            path: self.path.join("."),
+            line,
+            message: self.message,
+            hint: Some(self.hint),
+        }
+    }
+}
+
+const TOKEN_HINT: &str =
+    "use letters, digits, '-' and '_' only (up to 64), since it becomes a bus subject token";
+
+/// Whether `s` can be one token of a bus subject.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The first problem in `config`, in file order of sections.
+pub(crate) fn first_problem(config: &Config) -> Option<Problem> {
+    problems(config).into_iter().next()
+}
+
+/// Every problem in `config`.
+pub(crate) fn problems(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let node = &config.node;
+    if !is_token(&node.name) {
+        out.push(Problem::new(
+            &["node", "name"],
+            format!("invalid node name {:?}", node.name),
+            TOKEN_HINT,
+        ));
+    }
+    if node.data_dir.as_os_str().is_empty() {
+        out.push(Problem::new(
+            &["node", "data_dir"],
+            "empty data directory",
+            "give a directory path such as \"data\" or \"/var/lib/millwright\"",
+        ));
+    }
+    positive(&mut out, &["node", "idle_window"], node.idle_window);
+
+    let bus = &config.bus;
+    if !bus.prefix.split('.').all(is_token) {
+        out.push(Problem::new(
+            &["bus", "prefix"],
+            format!("invalid subject prefix {:?}", bus.prefix),
+            "use dot-separated tokens of letters, digits, '-' and '_', such as \"mw\"",
+        ));
+    }
+    if let Some(url) = &bus.nats_url {
+        let ok = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|scheme| {
+                url.strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty())
+            });
+        if !ok {
+            out.push(Problem::new(
+                &["bus", "nats_url"],
+                format!("{url:?} is not a NATS URL"),
+                "expected nats://host:port, or remove the key to use the embedded bus",
+            ));
+        }
+    }
+
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        out.push(Problem::new(
+            &["log", "level"],
+            format!("invalid log filter {:?}: {e}", config.log.level),
+            "expected a level such as \"info\" or directives such as \"info,millwright_actors=debug\"",
+        ));
+    }
+
+    let sup = &config.supervision;
+    if sup.max_restarts == 0 {
+        out.push(Problem::new(
+            &["supervision", "max_restarts"],
+            "max_restarts is 0",
+            "allow at least 1 restart, or a supervisor fails on its first child crash",
+        ));
+    }
+    positive(&mut out, &["supervision", "max_window"], sup.max_window);
+    if sup.min_backoff > sup.max_backoff {
+        out.push(Problem::new(
+            &["supervision", "min_backoff"],
+            format!(
+                "min_backoff ({}) is longer than max_backoff ({})",
+                humantime::format_duration(sup.min_backoff),
+                humantime::format_duration(sup.max_backoff)
+            ),
+            "make min_backoff at most max_backoff",
+        ));
+    }
+
+    positive(
+        &mut out,
+        &["watchdog", "interval"],
+        config.watchdog.interval,
+    );
+    positive(&mut out, &["watchdog", "timeout"], config.watchdog.timeout);
+
+    for (name, sim) in &config.sims {
+        if !is_token(name) {
+            out.push(Problem::new(
+                &["sims", name],
+                format!("invalid machine name {name:?}"),
+                TOKEN_HINT,
+            ));
+        }
+        positive(&mut out, &["sims", name, "interval"], sim.interval);
+        if sim.tags.is_empty() {
+            out.push(Problem::new(
+                &["sims", name, "tags"],
+                "no tags",
+                "list at least one tag, such as tags = [\"temperature\"]",
+            ));
+        }
+        for (i, tag) in sim.tags.iter().enumerate() {
+            let idx = i.to_string();
+            if !is_token(tag) {
+                out.push(Problem::new(
+                    &["sims", name, "tags", &idx],
+                    format!("invalid tag {tag:?}"),
+                    TOKEN_HINT,
+                ));
+            } else if sim.tags[..i].contains(tag) {
+                out.push(Problem::new(
+                    &["sims", name, "tags", &idx],
+                    format!("duplicate tag {tag:?}"),
+                    "list each tag once",
+                ));
+            }
+        }
+        for (key, d) in [
+            ("fail_every", sim.fail_every),
+            ("hang_after", sim.hang_after),
+            ("degrade_every", sim.degrade_every),
+            ("hang_for", Some(sim.hang_for)),
+            ("degrade_for", Some(sim.degrade_for)),
+        ] {
+            if let Some(d) = d {
+                positive(&mut out, &["sims", name, key], d);
+            }
+        }
+        if let Some(every) = sim.degrade_every
+            && sim.degrade_for >= every
+        {
+            out.push(Problem::new(
+                &["sims", name, "degrade_for"],
+                "degrade_for is not shorter than degrade_every",
+                "make degrade_for shorter than degrade_every, or the machine never recovers",
+            ));
+        }
+    }
+    out
+}
+
+fn positive(out: &mut Vec<Problem>, path: &[&str], d: std::time::Duration) {
+    if d.is_zero() {
+        out.push(Problem::new(
+            path,
+            "zero duration",
+            format!("expected a positive duration; {}", duration::EXPECTED),
+        ));
+    }
+}

@@ -1,0 +1,236 @@
+//! A running node: boot in order, serve, and shut down in order.
+//!
+//! Boot ([`Node::start`]):
+//! 1. take the single-instance lock in `node.data_dir` (displacing an older instance);
+//! 2. start the metrics exporter and the HTTP server (`/live` answers, `/ready` says 503);
+//! 3. open the bus (NATS when `bus.nats_url` is set, else embedded) and start the state feed;
+//! 4. spawn the root supervisor with every built-in component ([`crate::components`]);
+//! 5. listen for control requests, start the watchdog, and turn ready.
+//!
+//! The bound addresses are logged once as `listening` with `http_addr` and `metrics_addr`
+//! fields, so a test that asked for port 0 can find them.
+//!
+//! Shutdown is in [`crate::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use millwright_actors::bus::{Bus, BusError, NatsOptions, SubjectScheme};
+use millwright_actors::status::StatusBoard;
+use millwright_actors::supervisor::{Supervisor, SupervisorMsg};
+use ractor::{ActorRef, SpawnErr};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::components::{self, BuildContext};
+use crate::config::Config;
+use crate::control::{self, Control};
+use crate::http::{self, HttpError, HttpState};
+use crate::lockfile::{LockError, Lockfile};
+use crate::metrics::{self, MetricsError};
+use crate::phase::{Phase, PhaseCell};
+use crate::state_feed::StateFeed;
+use crate::watchdog;
+
+/// Why a node could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory is held by an instance that could not be stopped.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The metrics exporter could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The HTTP server could not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The bus could not be opened.
+    #[error("bus: {0} (check [bus] nats_url, or remove it to use the embedded bus)")]
+    Bus(#[from] BusError),
+    /// The supervision tree could not be built.
+    #[error("cannot start the supervision tree: {0}")]
+    Tree(#[source] SpawnErr),
+    /// The root supervisor gave up (restart intensity exceeded all the way up).
+    #[error("the root supervisor failed; the node stops (see the preceding errors for the cause)")]
+    RootFailed,
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// A running node. Stop it with [`shutdown`](Node::shutdown) (or
+/// [`run_until_signal`](crate::shutdown::run_until_signal)).
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) config: Arc<Config>,
+    pub(crate) board: StatusBoard,
+    pub(crate) bus: Bus,
+    pub(crate) phase: PhaseCell,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) metrics_addr: SocketAddr,
+    pub(crate) root: ActorRef<SupervisorMsg>,
+    pub(crate) root_done: oneshot::Receiver<()>,
+    pub(crate) state_feed: StateFeed,
+    pub(crate) control_task: Option<JoinHandle<()>>,
+    pub(crate) watchdog: Vec<JoinHandle<()>>,
+    pub(crate) http_stop: oneshot::Sender<()>,
+    pub(crate) http_task: JoinHandle<()>,
+    pub(crate) lock: Lockfile,
+    pub(crate) started: Instant,
+}
+
+impl Node {
+    /// Boots a node from a validated config (see the module docs for the order).
+    ///
+    /// # Errors
+    /// [`NodeError`] naming the step that failed; what was already started is stopped again
+    /// (the lock is released on drop).
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let started = Instant::now();
+        let config = Arc::new(config);
+        let name = config.node.name.clone();
+        tracing::info!(node = %name, version = env!("CARGO_PKG_VERSION"), "node starting");
+
+        let lock = Lockfile::acquire(&config.node.data_dir).await?;
+
+        let metrics_addr = metrics::install(config.metrics.listen)?;
+        let phase = PhaseCell::new();
+        phase.set(Phase::Starting);
+        let board = StatusBoard::new();
+
+        let machines: Vec<String> = config.sims.keys().cloned().collect();
+        let control = Control::new(name.clone(), machines.clone());
+        let listener = http::bind(config.http.listen).await?;
+        let http_addr = listener.local_addr().map_err(|source| HttpError::Listen {
+            addr: config.http.listen,
+            source,
+        })?;
+        let (http_stop, http_stopped) = oneshot::channel::<()>();
+        let http_task = http::serve(
+            listener,
+            http::router(HttpState {
+                node: name.clone(),
+                board: board.clone(),
+                phase: phase.clone(),
+                control: control.clone(),
+                started,
+            }),
+            async move {
+                let _ = http_stopped.await;
+            },
+        );
+        tracing::info!(%http_addr, %metrics_addr, "listening");
+
+        let bus = match &config.bus.nats_url {
+            Some(url) => {
+                let mut opts = NatsOptions::new(url.clone());
+                opts.name = format!("millwright-{name}");
+                Bus::connect_nats(opts).await?
+            }
+            None => Bus::embedded(),
+        };
+        tracing::info!(backend = %bus.backend(), "bus open");
+        let scheme = SubjectScheme::new(config.bus.prefix.clone())?;
+        let state_feed = StateFeed::spawn(&board, bus.clone(), scheme.clone(), name.clone());
+
+        let ctx = BuildContext {
+            config: config.clone(),
+            board: board.clone(),
+            bus: bus.clone(),
+            scheme: scheme.clone(),
+        };
+        let (root, root_handle) = Supervisor::spawn(
+            components::root_name(&name),
+            components::root_spec(&ctx),
+            board.clone(),
+        )
+        .await
+        .map_err(NodeError::Tree)?;
+        let (root_done_tx, root_done) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = root_handle.await;
+            let _ = root_done_tx.send(());
+        });
+        tracing::info!(
+            components = components::BUILTIN.len(),
+            sims = machines.len(),
+            "supervision tree up"
+        );
+
+        let control_task = Some(
+            control::serve_bus(
+                bus.clone(),
+                scheme.control(&name, control::SIM_VERB),
+                control,
+            )
+            .await?,
+        );
+        let ids = machines
+            .iter()
+            .map(|m| components::sim_id(&name, m))
+            .collect();
+        let watchdog = watchdog::spawn(board.clone(), ids, config.watchdog.clone());
+
+        phase.set(Phase::Ready);
+        tracing::info!(
+            node = %name,
+            %http_addr,
+            %metrics_addr,
+            boot_ms = started.elapsed().as_millis() as u64,
+            "node ready"
+        );
+        Ok(Node {
+            config,
+            board,
+            bus,
+            phase,
+            http_addr,
+            metrics_addr,
+            root,
+            root_done,
+            state_feed,
+            control_task,
+            watchdog,
+            http_stop,
+            http_task,
+            lock,
+            started,
+        })
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.config.node.name
+    }
+
+    /// The config it runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The address the HTTP server is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The address the metrics exporter is bound to.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// The node's status board.
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    /// The node's bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The node's phase.
+    pub fn phase(&self) -> Phase {
+        self.phase.get()
+    }
+}

@@ -1,0 +1,181 @@
+//! Graceful shutdown on SIGTERM/SIGINT, in the order of the design (section 10).
+//!
+//! | # | step | what happens |
+//! |---|---|---|
+//! | 1 | `stop_intake` | `/ready` turns 503; control requests and the watchdog stop; every source (sim) is paused |
+//! | 2 | `drain` | each source's mailbox is processed up to the pause (a ping returns after it), within the grace window |
+//! | 3 | `stop_components` | the root supervisor stops its children in reverse start order, each with its own shutdown timeout, so one stuck component does not block the others |
+//! | 4 | `flush` | the state feed publishes the last state changes; the bus is flushed (the broker flushes its queue to disk here once it exists) |
+//! | 5 | `stop_http` | the HTTP server stops |
+//! | 6 | `release_lock` | the lockfile is removed (if it still holds our PID) |
+//!
+//! Each step logs `shutdown step` with fields `step` (name) and `n` (number); the last line is
+//! `shutdown complete`. The process then exits 0. A second signal during shutdown exits at
+//! once with status 130 (handled by the CLI).
+
+use std::time::{Duration, Instant};
+
+use millwright_actors::sim::{self, SimCommand};
+use millwright_actors::supervisor;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::components;
+use crate::node::{Node, NodeError};
+use crate::phase::Phase;
+
+/// The named steps, in order.
+pub const STEPS: [&str; 6] = [
+    "stop_intake",
+    "drain",
+    "stop_components",
+    "flush",
+    "stop_http",
+    "release_lock",
+];
+
+/// Why a node stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// SIGTERM.
+    Terminate,
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// The root supervisor died on its own.
+    RootFailed,
+    /// Asked by code (tests, embedding).
+    Requested,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether every source drained within the grace window.
+    pub drained: bool,
+    /// Whether the supervision tree stopped in order (not killed after the grace window).
+    pub stopped_in_order: bool,
+    /// Whether the lockfile was removed.
+    pub lock_released: bool,
+}
+
+/// Waits for SIGTERM or SIGINT (or the root supervisor's death), then shuts `node` down.
+///
+/// # Errors
+/// [`NodeError::RootFailed`] when the node stopped because its root supervisor failed (the
+/// shutdown still runs); the signal handlers' installation failure otherwise.
+pub async fn run_until_signal(mut node: Node) -> Result<ShutdownReport, NodeError> {
+    let mut term = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
+    let cause = tokio::select! {
+        _ = term.recv() => StopCause::Terminate,
+        _ = int.recv() => StopCause::Interrupt,
+        _ = &mut node.root_done => StopCause::RootFailed,
+    };
+    let report = node.shutdown(cause).await;
+    if cause == StopCause::RootFailed {
+        return Err(NodeError::RootFailed);
+    }
+    Ok(report)
+}
+
+fn step(n: usize) {
+    tracing::info!(step = STEPS[n - 1], n, "shutdown step");
+}
+
+impl Node {
+    /// Shuts the node down in order (see the module docs). Never fails: a step that cannot
+    /// finish is logged and the next one runs.
+    pub async fn shutdown(self, cause: StopCause) -> ShutdownReport {
+        let begun = Instant::now();
+        let grace = self.config.node.shutdown_grace;
+        tracing::info!(?cause, grace = %humantime::format_duration(grace), "shutdown started");
+        let name = self.config.node.name.clone();
+        let sims: Vec<String> = self
+            .config
+            .sims
+            .keys()
+            .map(|m| components::sim_id(&name, m))
+            .collect();
+
+        step(1);
+        self.phase.set(Phase::Stopping);
+        if let Some(task) = &self.control_task {
+            task.abort();
+        }
+        for task in &self.watchdog {
+            task.abort();
+        }
+        for id in &sims {
+            // A sim that is restarting has nothing to pause.
+            let _ = sim::command(id, SimCommand::Pause).await;
+        }
+
+        step(2);
+        let deadline = tokio::time::Instant::now() + grace;
+        let drains = sims.iter().map(|id| async move {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match sim::ping(id, left.max(Duration::from_millis(1))).await {
+                Ok(_) | Err(sim::SimError::NotRunning(_)) => true,
+                Err(e) => {
+                    tracing::warn!(component = %id, error = %e, "not drained within the grace window");
+                    false
+                }
+            }
+        });
+        let drained = futures::future::join_all(drains)
+            .await
+            .into_iter()
+            .all(|ok| ok);
+
+        step(3);
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        let stopped_in_order =
+            match tokio::time::timeout(left, supervisor::shutdown(&self.root)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "root supervisor did not shut down cleanly");
+                    false
+                }
+                Err(_) => {
+                    tracing::error!(
+                        "supervision tree did not stop within the grace window; killing it"
+                    );
+                    self.root.kill();
+                    false
+                }
+            };
+
+        step(4);
+        self.state_feed.stop().await;
+        if let Err(e) = self.bus.flush().await {
+            tracing::warn!(error = %e, "bus flush failed");
+        }
+
+        step(5);
+        let _ = self.http_stop.send(());
+        if tokio::time::timeout(Duration::from_secs(5), self.http_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("http server did not stop within 5s");
+        }
+
+        step(6);
+        let lock_released = self.lock.release();
+
+        tracing::info!(
+            elapsed_ms = begun.elapsed().as_millis() as u64,
+            uptime_s = self.started.elapsed().as_secs(),
+            drained,
+            stopped_in_order,
+            lock_released,
+            "shutdown complete"
+        );
+        ShutdownReport {
+            drained,
+            stopped_in_order,
+            lock_released,
+        }
+    }
+}
