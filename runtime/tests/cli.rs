@@ -1,0 +1,172 @@
+//! The command line, black-box: `check` and `run` with good and bad configs, exit codes and
+//! the wording of errors (file, key path, line, hint).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::binary;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn millwright(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_accepts_the_demo_config() {
+    let demo = millwright_tests::workspace_root().join("configs/demo.toml");
+    let out = millwright(&["check", demo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.ends_with("demo.toml: ok (node demo, 4 sims, embedded bus)\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_an_unknown_key_with_file_key_line_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "plant.toml",
+        "[node]\nname = \"n\"\n\n[sims.press1]\nintervall = \"1s\"\n",
+    );
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {}: sims.press1.intervall: unknown key `intervall` at line 5 (did you mean `interval`?)\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_reports_a_wrong_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "plant.toml",
+        "[node]\nname = \"n\"\n[sims.press1]\ninterval = \"5 parsecs\"\n",
+    );
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {}: sims.press1.interval: invalid value \"5 parsecs\" at line 4 (expected a duration such as \"500ms\" or \"5s\")\n",
+            path.display()
+        )
+    );
+
+    let path = write(dir.path(), "t.toml", "[node]\nname = 7\n");
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "t.toml: node.name: wrong type: found integer `7` at line 2 (expected a string)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_reports_a_missing_required_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "plant.toml", "[node]\ndata_dir = \"x\"\n");
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {}: node.name: missing required key at line 1 (add `name = ...` to [node])\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let out = millwright(&["check", "/nonexistent/plant.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: /nonexistent/plant.toml: cannot read the config file")
+    );
+}
+
+#[test]
+fn run_refuses_an_invalid_config_before_touching_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = write(
+        dir.path(),
+        "plant.toml",
+        &format!(
+            "[node]\nname = \"n\"\ndata_dir = \"{}\"\n[http]\nlisten = \"nowhere\"\n",
+            data.display()
+        ),
+    );
+    let out = millwright(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "http.listen: invalid value \"nowhere\" at line 5 (expected an address such as"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!data.exists(), "no data directory, no lock");
+}
+
+#[test]
+fn run_fails_clearly_when_the_http_port_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let path = write(
+        dir.path(),
+        "plant.toml",
+        &format!(
+            "[node]\nname = \"pt\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display()
+        ),
+    );
+    let out = millwright(&["run", path.to_str().unwrap(), "--log-format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("http: cannot listen on 127.0.0.1:{port}"))
+            && stdout.contains("set [http] listen or --http-port to a free port"),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path().join("data/millwright.lock").exists(),
+        "the lock is released on a failed start"
+    );
+}
+
+#[test]
+fn version_and_help_work() {
+    let out = millwright(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("millwright 0.1.0"));
+    let out = millwright(&["run", "--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--http-port"));
+}

@@ -1,0 +1,300 @@
+//! Runs the real `millwright` binary for black-box tests: writes a config, starts
+//! `millwright run` on free ports with JSON logs, finds the bound ports in the `listening`
+//! log line, and offers HTTP, signal and log helpers. A node still running when its handle is
+//! dropped is killed.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use millwright_tests::{wait_for, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// Generous: only costs time when a test fails.
+pub const BOOT: Duration = Duration::from_secs(30);
+/// Generous wait for a state to show.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_millwright")
+}
+
+/// A config for a test node named `name` with `data_dir`, on loopback and ports 0, fast sims.
+/// `extra` is appended (more `[sims.x]` sections, overrides).
+pub fn config(name: &str, data_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"[node]
+name = "{name}"
+data_dir = "{dir}"
+idle_window = "2s"
+shutdown_grace = "10s"
+
+[http]
+listen = "127.0.0.1:0"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[log]
+format = "json"
+level = "info"
+
+[watchdog]
+interval = "200ms"
+timeout = "500ms"
+
+[supervision]
+max_restarts = 10
+max_window = "10s"
+min_backoff = "50ms"
+max_backoff = "500ms"
+
+{extra}
+"#,
+        dir = data_dir.display()
+    )
+}
+
+/// Two fast sims, `m1` and `m2`.
+pub const TWO_SIMS: &str = r#"
+[sims.m1]
+interval = "100ms"
+tags = ["temperature", "pressure"]
+hang_for = "3s"
+
+[sims.m2]
+interval = "100ms"
+tags = ["speed"]
+"#;
+
+/// A running `millwright run` process.
+pub struct NodeProcess {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    pub http: SocketAddr,
+    pub metrics: SocketAddr,
+    pub config_path: PathBuf,
+    client: reqwest::Client,
+}
+
+impl NodeProcess {
+    /// Writes `config` to `dir/node.toml` and starts the binary; returns once the bound
+    /// ports are logged.
+    pub async fn start(dir: &Path, config: &str) -> NodeProcess {
+        Self::start_named(dir, "node.toml", config).await
+    }
+
+    /// As [`start`](Self::start), with the config file named `file`.
+    pub async fn start_named(dir: &Path, file: &str, config: &str) -> NodeProcess {
+        let config_path = dir.join(file);
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(binary())
+            .arg("run")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .env_remove("MILLWRIGHT_HTTP_PORT")
+            .env_remove("MILLWRIGHT_METRICS_PORT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the millwright binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut node = NodeProcess {
+            child,
+            lines,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config_path,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        let listening = wait_for(BOOT, || {
+            let found = node.find_log("listening");
+            async move { found }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("no `listening` line: {e}; output:\n{}", node.output()));
+        node.http = addr_field(&listening, "http_addr");
+        node.metrics = addr_field(&listening, "metrics_addr");
+        node
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Every JSON log line so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The first JSON log line with this message.
+    pub fn find_log(&self, message: &str) -> Option<Value> {
+        self.logs()
+            .into_iter()
+            .find(|v| v["message"].as_str() == Some(message))
+    }
+
+    /// GET `path` on the HTTP port: status and body.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = self
+            .client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    }
+
+    /// POST `path` on the HTTP port: status and JSON body.
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("http://{}{path}", self.http))
+            .send()
+            .await
+            .expect("the node answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `/health` as JSON (whatever the status code).
+    pub async fn health(&self) -> Option<Value> {
+        let (_, body) = self.get("/health").await?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// One component of `/health`, by id.
+    pub async fn component(&self, id: &str) -> Option<Value> {
+        let h = self.health().await?;
+        h["components"]
+            .as_array()?
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+    }
+
+    /// The metrics text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+            .expect("the exporter answers")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&self) {
+        wait_until(BOOT, || async {
+            matches!(self.get("/ready").await, Some((200, _)))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("node not ready: {e}; output:\n{}", self.output()));
+    }
+
+    /// Waits until component `id` satisfies `pred` on `/health`; returns it.
+    pub async fn wait_component(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let last = Mutex::new(None);
+        let found = wait_for(SETTLE, || async {
+            let c = self.component(id).await;
+            *last.lock().unwrap() = c.clone();
+            c.filter(|c| pred(c))
+        })
+        .await;
+        found.unwrap_or_else(|e| {
+            panic!(
+                "{id}: {what}: {e}; last seen: {:?}; output:\n{}",
+                last.lock().unwrap(),
+                self.output()
+            )
+        })
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        let status = wait_for(timeout, || {
+            let s = child.try_wait().ok().flatten();
+            async move { s }
+        })
+        .await;
+        match status {
+            Ok(s) => s,
+            Err(e) => panic!("node did not exit: {e}; output:\n{}", self.output()),
+        }
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parses an `ip:port` log field; `0.0.0.0` becomes loopback.
+fn addr_field(line: &Value, field: &str) -> SocketAddr {
+    let mut addr: SocketAddr = line[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+        .parse()
+        .unwrap();
+    if addr.ip().is_unspecified() {
+        addr.set_ip([127, 0, 0, 1].into());
+    }
+    addr
+}
