@@ -24,7 +24,7 @@ use async_nats::{
     ClientError, ConnectOptions, Event, PublishErrorKind, RequestErrorKind, ServerAddr,
 };
 use bytes::Bytes;
-use futures::Stream as _;
+use futures::{Stream as _, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -464,11 +464,32 @@ impl Nats {
         }
     }
 
+    /// A round trip through the server. async-nats' own `flush` only empties the client's
+    /// socket buffer; it does not wait for the server. Echoing a message to a fresh inbox does:
+    /// the server handles a connection's operations in order, so once the echo is back, it has
+    /// processed every subscription and publish sent before it.
     pub(crate) async fn flush(&self) -> Result<(), BusError> {
         self.ensure_connected("flush", "")?;
-        self.bounded("flush", "", self.client.flush())
-            .await?
-            .map_err(|e| nats_error("flush", e))
+        let round_trip = async {
+            let inbox = self.client.new_inbox();
+            let mut echo = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| nats_error("flush", e))?;
+            self.client
+                .publish(inbox, Bytes::new())
+                .await
+                .map_err(|e| nats_error("flush", e))?;
+            match echo.next().await {
+                Some(_) => Ok(()),
+                None => Err(BusError::Disconnected {
+                    operation: "flush",
+                    subject: String::new(),
+                }),
+            }
+        };
+        self.bounded("flush", "", round_trip).await?
     }
 }
 
