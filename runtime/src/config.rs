@@ -17,6 +17,7 @@
 //! With no `bus.nats_url` the node runs on the embedded in-process bus.
 
 pub mod address;
+pub mod docs;
 pub mod duration;
 pub mod error;
 mod validate;
@@ -26,12 +27,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, Diagnostic};
 
 /// A whole node configuration (one TOML file).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This node: its name, data directory and timing.
@@ -60,11 +62,11 @@ pub struct Config {
 }
 
 /// `[node]`: identity, storage and timing of this node.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// The node's name: one subject token (letters, digits, `-`, `_`). It appears in bus
-    /// subjects (`mw.state.<node>.<component>`), health JSON and logs. Required.
+    /// subjects (`mw.state.<node>.<component>`), health JSON and logs.
     pub name: String,
     /// Where the node keeps its files (lockfile, and later the disk queue and DLQ). Created on
     /// start if missing. Relative paths are relative to the working directory.
@@ -72,15 +74,17 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// A healthy component with no data for this long is `idle` rather than `active`.
     #[serde(default = "defaults::idle_window", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub idle_window: Duration,
     /// On SIGTERM/SIGINT, how long in-flight work may take to finish before components are
     /// stopped anyway.
     #[serde(default = "defaults::shutdown_grace", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub shutdown_grace: Duration,
 }
 
 /// `[bus]`: where events and states are published.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// The NATS server URL (`nats://host:4222`). Absent: the embedded in-process bus, so one
@@ -93,26 +97,28 @@ pub struct BusConfig {
 }
 
 /// `[http]`: the probes, health and control server.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// The address to listen on (`ip:port`). Port 0 picks a free port, logged at start.
     #[serde(default = "defaults::http_listen", with = "address")]
+    #[schemars(with = "address::Listen")]
     pub listen: SocketAddr,
 }
 
 /// `[metrics]`: the Prometheus exporter.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// The address the exporter listens on (`ip:port`), serving `/metrics`. Port 0 picks a free
     /// port, logged at start.
     #[serde(default = "defaults::metrics_listen", with = "address")]
+    #[schemars(with = "address::Listen")]
     pub listen: SocketAddr,
 }
 
 /// `[log]`: the format and level of the node's logs (written to stdout).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `human` (one readable line per event) or `json` (one JSON object per line).
@@ -125,7 +131,7 @@ pub struct LogConfig {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Readable lines for a terminal.
@@ -136,7 +142,7 @@ pub enum LogFormat {
 }
 
 /// `[supervision]`: the restart policy of every supervisor the node builds.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisionConfig {
     /// At most this many restarts within `max_window`; one more and the supervisor stops its
@@ -145,54 +151,65 @@ pub struct SupervisionConfig {
     pub max_restarts: u32,
     /// The window `max_restarts` is counted in.
     #[serde(default = "defaults::max_window", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub max_window: Duration,
     /// The first restart's delay; each further restart doubles it, up to `max_backoff`.
     #[serde(default = "defaults::min_backoff", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub min_backoff: Duration,
     /// The longest delay between restarts.
     #[serde(default = "defaults::max_backoff", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub max_backoff: Duration,
 }
 
 /// `[watchdog]`: pings components and marks those that stop answering as degraded.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchdogConfig {
     /// How often each component is pinged.
     #[serde(default = "defaults::watchdog_interval", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub interval: Duration,
     /// A component that does not answer a ping within this is shown `degraded` ("not
     /// answering").
     #[serde(default = "defaults::watchdog_timeout", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub timeout: Duration,
 }
 
 /// `[sims.<name>]`: one simulated machine. It publishes a changing value per tag on
 /// `<prefix>.ev.<name>.<tag>` every `interval`, and can be scheduled (here) or told (over the
 /// bus or HTTP) to fail, hang or degrade.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
     /// Time between two samples of every tag.
     #[serde(default = "defaults::sim_interval", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub interval: Duration,
     /// The values the machine produces, each a subject token (`temperature`).
     #[serde(default = "defaults::sim_tags")]
     pub tags: Vec<String>,
     /// Panic after running this long, every time (the supervisor restarts it). Absent: never.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "duration::option::Human")]
     pub fail_every: Option<Duration>,
     /// Stop answering after running this long, once per start. Absent: never.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "duration::option::Human")]
     pub hang_after: Option<Duration>,
     /// How long a hang lasts, scheduled or commanded.
     #[serde(default = "defaults::hang_for", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub hang_for: Duration,
     /// Go `degraded` every this long (for `degrade_for`, then recover). Absent: never.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "duration::option::Human")]
     pub degrade_every: Option<Duration>,
     /// How long a scheduled degradation lasts.
     #[serde(default = "defaults::degrade_for", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub degrade_for: Duration,
 }
 

@@ -56,6 +56,30 @@ pub fn init(config: &LogConfig) -> Result<(), LogError> {
             .try_init(),
     };
     // An error here only means a subscriber is already installed, which is fine.
-    let _ = result;
+    if result.is_ok() {
+        log_panics();
+    }
     Ok(())
+}
+
+/// Routes panic messages through `tracing`, so they are structured like every other line (a
+/// simulated machine told to fail panics on purpose; its supervisor restarts it).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-string panic payload)".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        tracing::error!(panic = %message, %location, %thread, "panic");
+    }));
 }

@@ -344,3 +344,37 @@ async fn a_stale_lock_with_a_dead_pid_is_taken_over() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_crash_loop_that_exhausts_the_root_stops_the_node_with_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(
+        "cl",
+        dir.path(),
+        r#"
+[sims.crashy]
+interval = "20ms"
+tags = ["t"]
+fail_every = "60ms"
+"#,
+    )
+    .replace("max_restarts = 10", "max_restarts = 1")
+    .replace("min_backoff = \"50ms\"", "min_backoff = \"10ms\"");
+    let mut node = NodeProcess::start(dir.path(), &text).await;
+    let status = node.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(1), "output:\n{}", node.output());
+    let logs = node.logs();
+    assert!(
+        logs.iter().any(|v| v["message"] == "node stopped"
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("root supervisor failed"))),
+        "{}",
+        node.output()
+    );
+    assert!(
+        logs.iter().any(|v| v["message"] == "shutdown complete"),
+        "the node still shuts down in order"
+    );
+    assert!(!dir.path().join("millwright.lock").exists());
+}

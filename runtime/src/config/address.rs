@@ -5,6 +5,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Serializer;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 
 /// What an address looks like, shown in errors.
@@ -33,4 +37,30 @@ impl Visitor<'_> for AddressVisitor {
 /// value is not a string.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     d.deserialize_str(AddressVisitor)
+}
+
+/// Serializes an address as `ip:port`.
+///
+/// # Errors
+/// The serializer's error.
+pub fn serialize<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(a)
+}
+
+/// The JSON Schema of an address key (`#[schemars(with = "address::Listen")]`).
+#[derive(Debug)]
+pub struct Listen;
+
+impl JsonSchema for Listen {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "ListenAddress".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": "ip:port", "examples": ["0.0.0.0:8080"] })
+    }
 }

@@ -7,6 +7,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Serializer;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 
 /// What a duration looks like, shown in errors.
@@ -35,9 +39,66 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     d.deserialize_str(DurationVisitor)
 }
 
+/// Serializes a duration as a humantime string (`"30s"`, `"1m 30s"`): how defaults appear in
+/// the generated docs.
+///
+/// # Errors
+/// The serializer's error.
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+/// The JSON Schema of a duration key: a string in humantime form
+/// (`#[schemars(with = "duration::Human")]`).
+#[derive(Debug)]
+pub struct Human;
+
+impl JsonSchema for Human {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": "duration", "examples": ["500ms", "5s", "2m"] })
+    }
+}
+
 /// Optional durations (`#[serde(default, with = "duration::option")]`).
 pub mod option {
     use super::*;
+
+    /// Serializes `Some` as a humantime string, `None` as nothing.
+    ///
+    /// # Errors
+    /// The serializer's error.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// The JSON Schema of an optional duration key.
+    #[derive(Debug)]
+    pub struct Human;
+
+    impl JsonSchema for Human {
+        fn inline_schema() -> bool {
+            true
+        }
+
+        fn schema_name() -> Cow<'static, str> {
+            "OptionalDuration".into()
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({ "type": ["string", "null"], "format": "duration", "examples": ["20s"] })
+        }
+    }
 
     /// Deserializes a present humantime duration string as `Some`.
     ///

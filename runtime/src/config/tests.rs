@@ -162,3 +162,45 @@ fn unreadable_file_is_a_read_error() {
             .starts_with("/nonexistent/x.toml: cannot read")
     );
 }
+
+/// `docs/configuration.md` embeds the reference generated from the config types; when it is
+/// stale this test rewrites it and fails, so the change shows up in review.
+#[test]
+fn configuration_docs_are_up_to_date() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+    let text = std::fs::read_to_string(&path).expect("docs/configuration.md exists");
+    let (before, rest) = text
+        .split_once(docs::BEGIN)
+        .expect("docs/configuration.md has the begin marker");
+    let (_, after) = rest
+        .split_once(docs::END)
+        .expect("docs/configuration.md has the end marker");
+    let fresh = format!(
+        "{before}{}\n\n{}{}{after}",
+        docs::BEGIN,
+        docs::reference_markdown(),
+        docs::END
+    );
+    if fresh != text {
+        std::fs::write(&path, fresh).unwrap();
+        panic!("docs/configuration.md was stale and has been regenerated; review and commit it");
+    }
+}
+
+#[test]
+fn the_reference_documents_every_section_and_key() {
+    let md = docs::reference_markdown();
+    for needle in [
+        "### `[node]`",
+        "### `[sims.<name>]`",
+        "| `name` | string | required |",
+        "| `idle_window` | duration | `\"30s\"` |",
+        "| `listen` | address (`ip:port`) | `\"0.0.0.0:8080\"` |",
+        "| `format` | `human` or `json` | `\"human\"` |",
+        "| `fail_every` | duration (optional) | none |",
+        "| `tags` | array of strings | `[\"temperature\", \"pressure\"]` |",
+        "| `nats_url` | string (optional) | none |",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?} in:\n{md}");
+    }
+}
