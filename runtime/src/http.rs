@@ -6,7 +6,8 @@
 //! | GET | `/live` | 200 while the runtime answers |
 //! | GET | `/ready` | 200 once the supervision tree is up; 503 while starting and while stopping |
 //! | GET | `/health` | JSON: node, status, phase, every component's state, restarts, last error |
-//! | GET | `/` | a status page that polls `/health` every second |
+//! | GET | `/values` | JSON: the latest value of every tag of this node's sources |
+//! | GET | `/` | a status page that polls `/health` and `/values` every second |
 //! | POST | `/control/sims/{machine}/{command}` | tells a sim to `fail`, `hang`, `degrade`, `recover`, `pause` or `resume` |
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::control::{Control, ControlError};
+use crate::latest::{LatestValue, LatestValues};
 use crate::phase::{Phase, PhaseCell};
 
 /// The status page served at `/`.
@@ -58,6 +60,8 @@ pub struct HttpState {
     pub control: Control,
     /// When the node started.
     pub started: Instant,
+    /// The latest value per tag.
+    pub latest: LatestValues,
 }
 
 /// The overall verdict in `/health`.
@@ -117,6 +121,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/live", get(live))
         .route("/ready", get(ready))
         .route("/health", get(health))
+        .route("/values", get(values))
         .route("/control/sims/{machine}/{command}", post(control_sim))
         .with_state(state)
 }
@@ -172,6 +177,10 @@ async fn health(State(state): State<HttpState>) -> Response {
         HealthStatus::Starting | HealthStatus::Stopping => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, Json(health)).into_response()
+}
+
+async fn values(State(state): State<HttpState>) -> Json<Vec<LatestValue>> {
+    Json(state.latest.snapshot())
 }
 
 async fn control_sim(

@@ -13,6 +13,7 @@
 //! - [`metrics`]: the Prometheus exporter and node metrics;
 //! - [`logging`]: human or JSON logs with `tracing`;
 //! - [`control`]: sim control over the bus and HTTP;
+//! - [`latest`]: the latest value per tag of this node's sources (`/values`);
 //! - [`watchdog`]: detects components that stop answering;
 //! - [`state_feed`]: republishes state changes on `<prefix>.state.<node>.<component>`;
 //! - [`phase`]: starting, ready, stopping.
@@ -22,6 +23,7 @@ pub mod components;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod latest;
 pub mod lockfile;
 pub mod logging;
 pub mod metrics;

@@ -27,6 +27,7 @@ use crate::components::{self, BuildContext};
 use crate::config::Config;
 use crate::control::{self, Control};
 use crate::http::{self, HttpError, HttpState};
+use crate::latest::LatestValues;
 use crate::lockfile::{LockError, Lockfile};
 use crate::metrics::{self, MetricsError};
 use crate::phase::{Phase, PhaseCell};
@@ -74,6 +75,7 @@ pub struct Node {
     pub(crate) state_feed: StateFeed,
     pub(crate) control_task: Option<JoinHandle<()>>,
     pub(crate) watchdog: Vec<JoinHandle<()>>,
+    pub(crate) latest_tasks: Vec<JoinHandle<()>>,
     pub(crate) http_stop: oneshot::Sender<()>,
     pub(crate) http_task: JoinHandle<()>,
     pub(crate) lock: Lockfile,
@@ -101,6 +103,7 @@ impl Node {
 
         let machines: Vec<String> = config.sims.keys().cloned().collect();
         let control = Control::new(name.clone(), machines.clone());
+        let latest = LatestValues::default();
         let listener = http::bind(config.http.listen).await?;
         let http_addr = listener.local_addr().map_err(|source| HttpError::Listen {
             addr: config.http.listen,
@@ -115,6 +118,7 @@ impl Node {
                 phase: phase.clone(),
                 control: control.clone(),
                 started,
+                latest: latest.clone(),
             }),
             async move {
                 let _ = http_stopped.await;
@@ -132,6 +136,9 @@ impl Node {
         };
         tracing::info!(backend = %bus.backend(), "bus open");
         let scheme = SubjectScheme::new(config.bus.prefix.clone())?;
+        let latest_tasks = latest
+            .follow(&bus, machines.iter().map(|m| scheme.events_of(m)).collect())
+            .await?;
         let state_feed = StateFeed::spawn(&board, bus.clone(), scheme.clone(), name.clone());
 
         let ctx = BuildContext {
@@ -192,6 +199,7 @@ impl Node {
             state_feed,
             control_task,
             watchdog,
+            latest_tasks,
             http_stop,
             http_task,
             lock,

@@ -147,6 +147,9 @@ impl Node {
             };
 
         step(4);
+        for task in &self.latest_tasks {
+            task.abort();
+        }
         self.state_feed.stop().await;
         if let Err(e) = self.bus.flush().await {
             tracing::warn!(error = %e, "bus flush failed");

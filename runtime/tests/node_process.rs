@@ -48,6 +48,25 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
     assert_eq!(m1["restarts"], 0);
     assert!(m1["since"].is_string());
 
+    let (code, body) = node.get("/values").await.unwrap();
+    assert_eq!(code, 200);
+    let values: Value = serde_json::from_str(&body).unwrap();
+    let subjects: Vec<&str> = values
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "mw.ev.m1.pressure",
+            "mw.ev.m1.temperature",
+            "mw.ev.m2.speed"
+        ]
+    );
+    assert!(values[0]["value"].is_f64() && values[0]["count"].as_u64() >= Some(1));
+
     let (code, page) = node.get("/").await.unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("/health"), "the status page polls /health");

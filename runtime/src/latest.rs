@@ -1,0 +1,82 @@
+//! The latest value of every tag of this node's sources, for the status page (`GET /values`).
+//!
+//! The node subscribes to `<prefix>.ev.<source>.>` for each configured source (never to every
+//! event on the bus, which on a shared NATS cluster would be everybody's data) and keeps the
+//! last envelope per subject. The table is bounded by the config (sources x tags).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use millwright_actors::bus::{Bus, BusError};
+use millwright_plugin_sdk::event::Envelope;
+use parking_lot::RwLock;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+/// The latest value seen on one subject.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatestValue {
+    /// The subject (`mw.ev.press1.temperature`).
+    pub subject: String,
+    /// The source (`press1`).
+    pub source: String,
+    /// The value.
+    pub value: serde_json::Value,
+    /// When it was received.
+    pub receive_time: DateTime<Utc>,
+    /// How many events arrived on this subject.
+    pub count: u64,
+}
+
+/// The shared table. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct LatestValues {
+    inner: Arc<RwLock<BTreeMap<String, LatestValue>>>,
+}
+
+impl LatestValues {
+    /// Every subject's latest value, ordered by subject.
+    pub fn snapshot(&self) -> Vec<LatestValue> {
+        self.inner.read().values().cloned().collect()
+    }
+
+    fn record(&self, env: Envelope) {
+        let mut map = self.inner.write();
+        let count = map.get(&env.subject).map_or(0, |v| v.count) + 1;
+        map.insert(
+            env.subject.clone(),
+            LatestValue {
+                subject: env.subject,
+                source: env.source,
+                value: env.payload,
+                receive_time: env.receive_time,
+                count,
+            },
+        );
+    }
+
+    /// Subscribes to each of `subjects` and records every envelope; abort the handles to stop.
+    ///
+    /// # Errors
+    /// The bus' error when a subscription cannot be made.
+    pub async fn follow(
+        &self,
+        bus: &Bus,
+        subjects: Vec<String>,
+    ) -> Result<Vec<JoinHandle<()>>, BusError> {
+        let mut tasks = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            let mut sub = bus.subscribe(&subject).await?;
+            let table = self.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    if let Ok(env) = Envelope::from_json_slice(&msg.payload) {
+                        table.record(env);
+                    }
+                }
+            }));
+        }
+        Ok(tasks)
+    }
+}
