@@ -127,24 +127,25 @@ impl Node {
             .all(|ok| ok);
 
         step(3);
+        // The tree gets the rest of the grace window, but at least one worker shutdown
+        // timeout: stopping is bounded per child by the supervisors themselves.
         let left = deadline
             .saturating_duration_since(tokio::time::Instant::now())
-            .max(Duration::from_secs(1));
-        let stopped_in_order =
-            match tokio::time::timeout(left, supervisor::shutdown(&self.root)).await {
-                Ok(Ok(())) => true,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "root supervisor did not shut down cleanly");
-                    false
-                }
-                Err(_) => {
-                    tracing::error!(
-                        "supervision tree did not stop within the grace window; killing it"
-                    );
-                    self.root.kill();
-                    false
-                }
-            };
+            .max(supervisor::DEFAULT_WORKER_SHUTDOWN + Duration::from_secs(1));
+        let stopped_in_order = match tokio::time::timeout(left, supervisor::shutdown(&self.root))
+            .await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "root supervisor did not shut down cleanly");
+                false
+            }
+            Err(_) => {
+                tracing::error!(waited = ?left, "supervision tree did not stop in time; killing it");
+                self.root.kill();
+                false
+            }
+        };
 
         step(4);
         for task in &self.latest_tasks {
