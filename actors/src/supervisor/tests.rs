@@ -874,3 +874,161 @@ async fn child_names_join_supervisor_and_child_ids() {
     shut(&sup).await;
     joined(handle).await;
 }
+
+mod model {
+    //! A model test: random strategies, restart types and exit sequences against a few lines
+    //! of reference logic (no backoff, unbounded intensity).
+
+    use proptest::prelude::{Just, ProptestConfig, TestCaseError, prop};
+    use proptest::strategy::Strategy as Gen;
+    use proptest::{prop_assert_eq, prop_oneof, proptest};
+
+    use super::*;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Exit {
+        Fail,
+        Normal,
+        Kill,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct ModelChild {
+        restart: RestartType,
+        running: bool,
+        restarts: u32,
+    }
+
+    fn model_exit(strategy: Strategy, kids: &mut [ModelChild], k: usize, exit: Exit) {
+        let abnormal = !matches!(exit, Exit::Normal);
+        kids[k].running = false;
+        let restart = match kids[k].restart {
+            RestartType::Permanent => true,
+            RestartType::Transient => abnormal,
+            RestartType::Temporary => false,
+        };
+        if !restart {
+            return;
+        }
+        let group: Vec<usize> = match strategy {
+            Strategy::OneForOne => vec![k],
+            Strategy::OneForAll => (0..kids.len()).collect(),
+            Strategy::RestForOne => (k..kids.len()).collect(),
+        };
+        for j in group {
+            if j != k && !kids[j].running {
+                continue; // ended for good earlier
+            }
+            if j != k && kids[j].restart == RestartType::Temporary {
+                kids[j].running = false;
+            } else {
+                kids[j].running = true;
+                kids[j].restarts += 1;
+            }
+        }
+    }
+
+    fn restart_type() -> impl Gen<Value = RestartType> {
+        prop_oneof![
+            Just(RestartType::Permanent),
+            Just(RestartType::Transient),
+            Just(RestartType::Temporary)
+        ]
+    }
+
+    fn strategy() -> impl Gen<Value = Strategy> {
+        prop_oneof![
+            Just(Strategy::OneForOne),
+            Just(Strategy::OneForAll),
+            Just(Strategy::RestForOne)
+        ]
+    }
+
+    fn exit() -> impl Gen<Value = Exit> {
+        prop_oneof![Just(Exit::Fail), Just(Exit::Normal), Just(Exit::Kill)]
+    }
+
+    async fn run_case(
+        strategy: Strategy,
+        types: Vec<RestartType>,
+        ops: Vec<(usize, Exit)>,
+    ) -> Result<(), TestCaseError> {
+        let name = uniq("model");
+        let probe = Probe::default();
+        let mut spec = SupervisorSpec::new(strategy)
+            .backoff(BackoffPolicy::none())
+            .intensity(RestartIntensity::new(u32::MAX, Duration::from_secs(1)));
+        for (i, t) in types.iter().enumerate() {
+            spec = spec.child(worker(&format!("c{i}"), &probe.sibling()).restart(*t));
+        }
+        let (sup, handle, _board) = spawn_sup(&name, spec).await;
+        let mut model: Vec<ModelChild> = types
+            .iter()
+            .map(|&restart| ModelChild {
+                restart,
+                running: true,
+                restarts: 0,
+            })
+            .collect();
+        for (k, exit) in ops {
+            let k = k % types.len();
+            let before = kids(&sup).await;
+            let Some(cell) = before[k].actor.clone() else {
+                continue;
+            };
+            match exit {
+                Exit::Fail => cell.send_message(WorkerMsg::Fail).unwrap(),
+                Exit::Normal => cell.send_message(WorkerMsg::Exit).unwrap(),
+                Exit::Kill => cell.kill(),
+            }
+            // The exit report reaches the supervisor before the actor counts as stopped, and
+            // supervision events are handled before the next `Children` request.
+            tokio::time::timeout(PATIENCE, cell.wait(None))
+                .await
+                .expect("child exits")
+                .unwrap();
+            model_exit(strategy, &mut model, k, exit);
+            let after = kids(&sup).await;
+            for (j, (info, m)) in after.iter().zip(&model).enumerate() {
+                prop_assert_eq!(
+                    info.running,
+                    m.running,
+                    "child c{} after {:?} of c{}",
+                    j,
+                    exit,
+                    k
+                );
+                prop_assert_eq!(
+                    info.restarts,
+                    m.restarts,
+                    "child c{} after {:?} of c{}",
+                    j,
+                    exit,
+                    k
+                );
+                if let Some(actor) = &info.actor {
+                    // Stable identity: the registry resolves the name to this incarnation.
+                    let found = ractor::registry::where_is(info.name.clone()).map(|c| c.get_id());
+                    prop_assert_eq!(found, Some(actor.get_id()));
+                }
+            }
+        }
+        shut(&sup).await;
+        joined(handle).await;
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn restarts_follow_the_model(
+            strategy in strategy(),
+            types in prop::collection::vec(restart_type(), 1..5),
+            ops in prop::collection::vec((0usize..5, exit()), 1..10),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(run_case(strategy, types, ops))?;
+        }
+    }
+}
