@@ -313,6 +313,26 @@ struct Cursor {
     consumed: u64,
 }
 
+/// The last bytes read from a segment: `data` is what segment `seg_first` holds from `offset`.
+#[derive(Debug, Default)]
+struct Chunk {
+    data: Vec<u8>,
+    seg_first: u64,
+    offset: u64,
+}
+
+impl Chunk {
+    fn covers(&self, seg_first: u64, offset: u64) -> bool {
+        self.seg_first == seg_first
+            && self.offset <= offset
+            && offset < self.offset + self.data.len() as u64
+    }
+}
+
+fn remaining_from(seg_bytes: u64, offset: u64) -> usize {
+    usize::try_from(seg_bytes - offset).unwrap_or(usize::MAX)
+}
+
 /// The disk queue. See the [module docs](self) for layout, durability and blocking.
 #[derive(Debug)]
 pub struct DiskQueue {
@@ -342,6 +362,8 @@ pub struct DiskQueue {
     /// When the oldest unsynced write happened.
     dirty_since: Option<Instant>,
     buf: Vec<u8>,
+    /// Read cache of [`walk`](Self::walk).
+    chunk: Chunk,
     metrics: Metrics,
 }
 
@@ -427,6 +449,7 @@ impl DiskQueue {
             checkpoint_dirty: false,
             dirty_since: None,
             buf: Vec::new(),
+            chunk: Chunk::default(),
             metrics,
         };
         queue.publish_gauges();
@@ -795,6 +818,18 @@ impl DiskQueue {
     fn walk(
         &mut self,
         from: Cursor,
+        visit: impl FnMut(u64, &[u8], Cursor) -> bool,
+    ) -> Result<(), DiskQueueError> {
+        let mut chunk = std::mem::take(&mut self.chunk);
+        let result = self.walk_with(&mut chunk, from, visit);
+        self.chunk = chunk;
+        result
+    }
+
+    fn walk_with(
+        &mut self,
+        chunk: &mut Chunk,
+        from: Cursor,
         mut visit: impl FnMut(u64, &[u8], Cursor) -> bool,
     ) -> Result<(), DiskQueueError> {
         let max_payload = self.opts.max_payload();
@@ -806,10 +841,9 @@ impl DiskQueue {
             return Ok(());
         };
         let mut cursor = from;
-        let mut chunk = Vec::new();
         while idx < self.segments.len() {
-            let seg = &self.segments[idx];
-            if cursor.offset >= seg.bytes {
+            let (seg_first, seg_bytes) = (self.segments[idx].first_seq, self.segments[idx].bytes);
+            if cursor.offset >= seg_bytes {
                 idx += 1;
                 if let Some(next) = self.segments.get(idx) {
                     cursor = Cursor {
@@ -820,41 +854,49 @@ impl DiskQueue {
                 }
                 continue;
             }
-            let want = usize::try_from(seg.bytes - cursor.offset)
-                .unwrap_or(usize::MAX)
-                .min(READ_CHUNK.max(chunk.len()));
-            self.read_at(idx, cursor.offset, want, &mut chunk)?;
-            let seg = &self.segments[idx];
-            let mut pos = 0;
+            // Bytes below a segment's length never change, so a chunk read earlier stays valid.
+            let remaining = remaining_from(seg_bytes, cursor.offset);
+            if !chunk.covers(seg_first, cursor.offset) {
+                self.read_at(
+                    idx,
+                    cursor.offset,
+                    remaining.min(READ_CHUNK),
+                    &mut chunk.data,
+                )?;
+                (chunk.seg_first, chunk.offset) = (seg_first, cursor.offset);
+            }
+            let mut pos = usize::try_from(cursor.offset - chunk.offset).unwrap_or(usize::MAX);
             loop {
-                match record::parse(&chunk, pos, max_payload, |_| true) {
+                match record::parse(&chunk.data, pos, max_payload, |_| true) {
                     Ok(frame) => {
                         cursor.offset += (frame.end() - pos) as u64;
                         cursor.consumed += 1;
-                        let payload = &chunk[frame.payload_start..frame.end()];
+                        let payload = &chunk.data[frame.payload_start..frame.end()];
                         if !visit(frame.seq, payload, cursor) {
                             return Ok(());
                         }
                         pos = frame.end();
-                        if pos == chunk.len() {
+                        if pos == chunk.data.len() {
                             break;
                         }
                     }
                     Err(CorruptReason::Truncated { needed, .. })
-                        if cursor.offset + needed <= seg.bytes =>
+                        if cursor.offset + needed <= seg_bytes =>
                     {
                         // The record continues past this chunk: read again from its start, with
                         // room for all of it.
                         let needed = usize::try_from(needed).unwrap_or(usize::MAX);
-                        if chunk.len() < needed {
-                            chunk.resize(needed, 0);
-                        }
-                        break;
+                        let want =
+                            remaining_from(seg_bytes, cursor.offset).min(READ_CHUNK.max(needed));
+                        self.read_at(idx, cursor.offset, want, &mut chunk.data)?;
+                        (chunk.seg_first, chunk.offset) = (seg_first, cursor.offset);
+                        pos = 0;
                     }
                     Err(reason) => {
                         self.metrics.corrupt.increment(1);
+                        chunk.data.clear();
                         return Err(DiskQueueError::Corrupt {
-                            segment: seg.path.clone(),
+                            segment: self.segments[idx].path.clone(),
                             offset: cursor.offset,
                             reason,
                         });

@@ -472,6 +472,35 @@ fn a_record_larger_than_the_read_chunk_is_read_whole() {
 }
 
 #[test]
+fn draining_through_many_read_chunks_while_appending_keeps_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, _) = open(dir.path(), &opts(4 << 20, 16 << 20));
+    let big = |seq: u64| -> Vec<u8> { payload(seq).repeat(20) };
+    let mut appended = 0u64;
+    for _ in 0..3000 {
+        appended += 1;
+        q.append(&big(appended)).unwrap();
+    }
+    assert!(q.bytes() > 3 * READ_CHUNK as u64);
+    let mut expected = 1u64;
+    while !q.is_empty() {
+        let batch = q.peek(333).unwrap();
+        for r in &batch {
+            assert_eq!((r.seq, &r.payload), (expected, &big(expected)));
+            expected += 1;
+        }
+        q.ack_through(batch.last().unwrap().seq).unwrap();
+        if appended < 4000 {
+            for _ in 0..100 {
+                appended += 1;
+                q.append(&big(appended)).unwrap();
+            }
+        }
+    }
+    assert_eq!(expected, appended + 1);
+}
+
+#[test]
 fn interval_policy_syncs_once_the_deadline_passes() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts(4096, 1 << 20);
