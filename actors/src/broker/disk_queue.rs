@@ -15,8 +15,8 @@
 //! ```
 //!
 //! Every record carries a magic marker, its length, its sequence number and a CRC32C (see
-//! [`record`]). The checkpoint is two checksummed slots written alternately (see
-//! [`checkpoint`]).
+//! `record.rs`). The checkpoint is two checksummed slots written alternately (see
+//! `checkpoint.rs`).
 //!
 //! # Durability
 //!
@@ -54,7 +54,7 @@
 //!
 //! # Boot
 //!
-//! [`DiskQueue::open`] scans every segment (see [`recovery`]): a torn tail or a corrupt record
+//! [`DiskQueue::open`] scans every segment (see `recovery.rs`): a torn tail or a corrupt record
 //! is reported in the [`RecoveryReport`], logged, copied to `quarantine/`, and removed from the
 //! log; every other record is recovered with its sequence number.
 //!
