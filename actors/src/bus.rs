@@ -26,13 +26,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::Either;
 use millwright_plugin_sdk::event::Envelope;
 use tokio::sync::watch;
 
 pub use embedded::{DEFAULT_MAX_PAYLOAD, DEFAULT_SUBSCRIPTION_CAPACITY, EmbeddedOptions};
 pub use message::{HeaderError, Headers, MSG_ID_HEADER, Message};
 pub use nats::{NatsAuth, NatsOptions};
-pub use subject::{SchemeSubject, SubjectScheme};
+pub use subject::{PreparedSubject, SchemeSubject, SubjectScheme};
 
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +91,14 @@ pub enum BusError {
         /// The subject of the message.
         subject: String,
     },
-    /// The NATS connection is down (it reconnects by itself); nothing was sent.
-    #[error("cannot {operation} on {subject:?}: not connected to nats (reconnecting)")]
+    /// The NATS connection is down (it reconnects by itself), or the client's outgoing queue
+    /// stayed full for `publish_timeout`; the message was not sent.
+    #[error("cannot {operation}{}: not connected to nats (reconnecting)", on_subject(.subject))]
     Disconnected {
         /// What was attempted (`publish`, `request`, `flush`).
         operation: &'static str,
-        /// The subject involved (empty for `flush`).
+        /// The subject involved; empty for `flush`, and for a publish that failed after the
+        /// message was handed to the client (which keeps no copy of the subject).
         subject: String,
     },
     /// The NATS URL (or credentials) given in the options is unusable.
@@ -124,6 +127,14 @@ pub enum BusError {
         #[source]
         source: async_nats::Error,
     },
+}
+
+fn on_subject(subject: &str) -> String {
+    if subject.is_empty() {
+        String::new()
+    } else {
+        format!(" on {subject:?}")
+    }
 }
 
 /// Which backend a [`Bus`] runs on.
@@ -234,10 +245,42 @@ impl Bus {
     ///
     /// # Cancel safety
     /// Cancel safe: a cancelled publish either was handed to the backend whole or not at all.
-    pub async fn publish(&self, msg: Message) -> Result<(), BusError> {
+    pub fn publish(&self, msg: Message) -> impl Future<Output = Result<(), BusError>> + Send + '_ {
+        // Not an `async fn`: the NATS path returns the client's send future with no wrapper
+        // layers (see `nats::NatsPublish`), which matters at millions of messages per second.
         match &self.backend {
-            Backend::Embedded(b, _) => b.publish(msg).map(drop),
-            Backend::Nats(b) => b.publish(msg).await,
+            Backend::Embedded(b, _) => {
+                Either::Left(futures::future::lazy(move |_| b.publish(msg).map(drop)))
+            }
+            Backend::Nats(b) => Either::Right(b.publish(msg)),
+        }
+    }
+
+    /// Publishes on a [`PreparedSubject`]: the fast path for a subject used again and again
+    /// (on NATS it skips validation and the per-message subject allocation).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish), except that the subject is known to be valid.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`publish`](Self::publish).
+    pub fn publish_prepared<'a>(
+        &'a self,
+        subject: &PreparedSubject,
+        headers: Headers,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(), BusError>> + Send + 'a {
+        match &self.backend {
+            Backend::Embedded(b, _) => {
+                let msg = Message {
+                    subject: subject.as_str().to_owned(),
+                    reply: None,
+                    headers,
+                    payload,
+                };
+                Either::Left(futures::future::lazy(move |_| b.publish(msg).map(drop)))
+            }
+            Backend::Nats(b) => Either::Right(b.publish_prepared(subject, headers, payload)),
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use millwright_actors::bus::{
     BackendKind, Bus, BusError, ConnectionState, Headers, MSG_ID_HEADER, Message, NatsOptions,
-    Subscription,
+    PreparedSubject, Subscription,
 };
 use millwright_plugin_sdk::event::Envelope;
 use millwright_tests::{NatsServer, next_within, wait_until};
@@ -477,6 +477,29 @@ async fn oversized_messages_are_rejected(h: Harness) {
     assert_eq!(recv(&mut sub).await.payload, fits);
 }
 
+async fn prepared_subjects_publish_like_messages(h: Harness) {
+    let err = PreparedSubject::new("prep.*").unwrap_err();
+    assert!(matches!(err, BusError::InvalidSubject { .. }), "{err}");
+    let subject = PreparedSubject::new("prep.temp").unwrap();
+    assert_eq!(subject.as_str(), "prep.temp");
+    let mut sub = h.bus.subscribe("prep.*").await.unwrap();
+    h.sync().await;
+    for i in 0..3 {
+        let headers = Headers::new().with("X-I", &i.to_string()).unwrap();
+        h.peer
+            .publish_prepared(&subject, headers, Bytes::from(format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        let m = recv(&mut sub).await;
+        assert_eq!(m.subject, "prep.temp");
+        assert_eq!(text(&m), format!("v{i}"));
+        assert_eq!(m.headers.get("X-I"), Some(i.to_string().as_str()));
+        assert_eq!(m.reply, None);
+    }
+}
+
 async fn fresh_bus_is_connected(h: Harness) {
     assert_eq!(h.bus.connection_state(), ConnectionState::Connected);
     assert_eq!(
@@ -531,6 +554,7 @@ conformance!(
     dropping_a_subscription_unsubscribes,
     respond_needs_a_reply_subject,
     oversized_messages_are_rejected,
+    prepared_subjects_publish_like_messages,
     fresh_bus_is_connected,
 );
 

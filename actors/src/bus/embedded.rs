@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::subject::{Pattern, validate_publish_subject, validate_queue_group};
@@ -98,7 +98,9 @@ impl Route {
 #[derive(Debug, Default)]
 struct Table {
     subs: HashMap<u64, Entry>,
-    routes: HashMap<Box<str>, Arc<Route>>,
+    /// Keyed with foldhash: the lookup is on every publish, and subjects are not attacker-chosen
+    /// keys in a way SipHash would need to defend against (their number is capped).
+    routes: foldhash::HashMap<Box<str>, Route>,
 }
 
 impl Table {
@@ -136,6 +138,51 @@ impl Table {
             self.routes.retain(|s, _| !pattern.matches(s));
         }
     }
+}
+
+/// Hands `msg` to every plain subscriber of `route` and to one member of each queue group;
+/// collects the subscribers whose queue was full into `slow`. Returns the interest count.
+fn deliver(route: &Route, msg: Message, slow: &mut Vec<Arc<Sink>>) -> usize {
+    let interest = route.interest();
+    // Every target but the last gets a clone; the last gets the message itself.
+    let mut left = interest;
+    let mut msg = Some(msg);
+    let mut next_msg = || -> Option<Message> {
+        left = left.checked_sub(1)?;
+        if left == 0 { msg.take() } else { msg.clone() }
+    };
+    for sink in &route.plain {
+        let Some(m) = next_msg() else { break };
+        match sink.tx.try_send(m) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => slow.push(Arc::clone(sink)),
+        }
+    }
+    for group in &route.groups {
+        let Some(mut m) = next_msg() else { break };
+        let n = group.members.len();
+        let start = group.next.fetch_add(1, Ordering::Relaxed);
+        let mut delivered = false;
+        let mut first_full = None;
+        for i in 0..n {
+            let sink = &group.members[(start + i) % n];
+            match sink.tx.try_send(m) {
+                Ok(()) => {
+                    delivered = true;
+                    break;
+                }
+                Err(TrySendError::Full(back)) => {
+                    first_full.get_or_insert(sink);
+                    m = back;
+                }
+                Err(TrySendError::Closed(back)) => m = back,
+            }
+        }
+        if let (false, Some(sink)) = (delivered, first_full) {
+            slow.push(Arc::clone(sink));
+        }
+    }
+    interest
 }
 
 #[derive(Debug)]
@@ -182,79 +229,55 @@ impl Embedded {
         self.shared.slow_consumer_drops.load(Ordering::Relaxed)
     }
 
-    fn route(&self, subject: &str) -> Arc<Route> {
-        if let Some(route) = self.shared.table.read().routes.get(subject) {
-            return Arc::clone(route);
-        }
-        if subject.starts_with(INBOX_PREFIX) {
-            return Arc::new(self.shared.table.read().compute(subject));
-        }
-        let mut table = self.shared.table.write();
-        if let Some(route) = table.routes.get(subject) {
-            return Arc::clone(route);
-        }
-        let route = Arc::new(table.compute(subject));
-        if table.routes.len() >= MAX_CACHED_ROUTES {
-            table.routes.clear();
-        }
-        table.routes.insert(subject.into(), Arc::clone(&route));
-        route
-    }
-
     /// Delivers a message; returns how many subscribers (a queue group counting once) had
     /// interest in it, whether or not their queues had room.
+    ///
+    /// The fast path is one read lock and one hash lookup: a cached route exists only for a
+    /// subject that was validated when the route was computed. Delivery happens under the read
+    /// lock (it never waits); slow consumers are reported after the lock is released.
     pub(crate) fn publish(&self, msg: Message) -> Result<usize, BusError> {
-        validate_publish_subject(&msg.subject)?;
         if let Some(reply) = &msg.reply {
             validate_publish_subject(reply)?;
         }
         let size = msg.wire_len();
         if size > self.shared.options.max_payload {
+            validate_publish_subject(&msg.subject)?;
             return Err(BusError::PayloadTooLarge {
                 subject: msg.subject,
                 size,
                 max: self.shared.options.max_payload,
             });
         }
-        let route = self.route(&msg.subject);
-        let interest = route.interest();
-        // Every target but the last gets a clone; the last gets the message itself.
-        let mut left = interest;
-        let mut msg = Some(msg);
-        let mut next_msg = || -> Option<Message> {
-            left = left.checked_sub(1)?;
-            if left == 0 { msg.take() } else { msg.clone() }
-        };
-        for sink in &route.plain {
-            let Some(m) = next_msg() else { break };
-            match sink.tx.try_send(m) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(_)) => self.note_slow_consumer(sink),
-            }
-        }
-        for group in &route.groups {
-            let Some(mut m) = next_msg() else { break };
-            let n = group.members.len();
-            let start = group.next.fetch_add(1, Ordering::Relaxed);
-            let mut delivered = false;
-            let mut first_full = None;
-            for i in 0..n {
-                let sink = &group.members[(start + i) % n];
-                match sink.tx.try_send(m) {
-                    Ok(()) => {
-                        delivered = true;
-                        break;
+        let mut slow = Vec::new();
+        let interest = {
+            let table = self.shared.table.read();
+            if let Some(route) = table.routes.get(msg.subject.as_str()) {
+                deliver(route, msg, &mut slow)
+            } else {
+                drop(table);
+                validate_publish_subject(&msg.subject)?;
+                if msg.subject.starts_with(INBOX_PREFIX) {
+                    let table = self.shared.table.read();
+                    deliver(&table.compute(&msg.subject), msg, &mut slow)
+                } else {
+                    let mut table = self.shared.table.write();
+                    if !table.routes.contains_key(msg.subject.as_str()) {
+                        let route = table.compute(&msg.subject);
+                        if table.routes.len() >= MAX_CACHED_ROUTES {
+                            table.routes.clear();
+                        }
+                        table.routes.insert(msg.subject.as_str().into(), route);
                     }
-                    Err(TrySendError::Full(back)) => {
-                        first_full.get_or_insert(sink);
-                        m = back;
+                    let table = RwLockWriteGuard::downgrade(table);
+                    match table.routes.get(msg.subject.as_str()) {
+                        Some(route) => deliver(route, msg, &mut slow),
+                        None => 0,
                     }
-                    Err(TrySendError::Closed(back)) => m = back,
                 }
             }
-            if let (false, Some(sink)) = (delivered, first_full) {
-                self.note_slow_consumer(sink);
-            }
+        };
+        for sink in slow {
+            self.note_slow_consumer(&sink);
         }
         Ok(interest)
     }

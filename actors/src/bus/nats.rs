@@ -8,6 +8,10 @@
 //!   TCP alone notices only after minutes) is noticed within a few seconds.
 //! - A connection event callback logs every event, keeps the metrics `mw_bus_connected` and
 //!   `mw_bus_disconnects_total`, and publishes the [`ConnectionState`] on a watch channel.
+//! - Publishing is the client's own send path with as little around it as possible: subjects
+//!   seen before come validated from a cache, shared instead of copied, and the returned future
+//!   is a single hand-written state machine (`benches/benches/bus_nats.rs` measures it against
+//!   raw async-nats).
 //! - Publishing and requests fail fast with [`BusError::Disconnected`] while the connection is
 //!   down, instead of queueing inside the client: the broker then puts the event in its disk
 //!   queue. Subscriptions, in contrast, are kept and restored by the client on reconnect.
@@ -19,17 +23,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use async_nats::client::traits::Publisher;
 use async_nats::connection::State;
+use async_nats::message::OutboundMessage;
 use async_nats::{
     ClientError, ConnectOptions, Event, PublishErrorKind, RequestErrorKind, ServerAddr,
 };
 use bytes::Bytes;
 use futures::{Stream as _, StreamExt};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use super::subject::{validate_publish_subject, validate_queue_group, validate_subscribe_subject};
+use super::subject::{
+    PreparedSubject, validate_publish_subject, validate_queue_group, validate_subscribe_subject,
+};
 use super::{BusError, ConnectionState, Headers, Message};
+
+/// Cached publish subjects beyond this are all forgotten at once.
+const MAX_CACHED_SUBJECTS: usize = 16_384;
 
 /// At most one slow-consumer warning per connection in this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -163,6 +174,8 @@ fn reconnect_delay(attempt: usize, min: Duration, max: Duration) -> Duration {
 #[derive(Debug)]
 struct Shared {
     name: String,
+    /// Publish subjects seen before, validated and shared (see [`Nats::subject`]).
+    subjects: RwLock<foldhash::HashMap<Box<str>, async_nats::Subject>>,
     state: watch::Sender<ConnectionState>,
     slow_consumer_drops: AtomicU64,
     last_slow_warn: Mutex<Option<Instant>>,
@@ -254,6 +267,7 @@ impl Nats {
         let (state, _) = watch::channel(ConnectionState::Disconnected);
         let shared = Arc::new(Shared {
             name: opts.name.clone(),
+            subjects: RwLock::default(),
             state,
             slow_consumer_drops: AtomicU64::new(0),
             last_slow_warn: Mutex::new(None),
@@ -341,6 +355,8 @@ impl Nats {
         }
     }
 
+    /// Runs `fut`, failing with [`BusError::Disconnected`] if it takes longer than
+    /// `publish_timeout`.
     async fn bounded<T>(
         &self,
         operation: &'static str,
@@ -355,59 +371,106 @@ impl Nats {
             })
     }
 
-    pub(crate) async fn publish(&self, msg: Message) -> Result<(), BusError> {
-        validate_publish_subject(&msg.subject)?;
+    /// Publishes without the layers of nested `async fn` futures: the returned future holds
+    /// the client's send future and, only if that does not complete on its first poll, a boxed
+    /// timer. Checks happen here; nothing is sent until the future is polled.
+    pub(crate) fn publish(
+        &self,
+        msg: Message,
+    ) -> NatsPublish<'_, impl Future<Output = Result<(), async_nats::PublishError>> + Send + '_>
+    {
+        match self.prepare(msg) {
+            Err(e) => NatsPublish::failed(e),
+            Ok((out, size)) => self.send(out, size),
+        }
+    }
+
+    /// Publishes on a subject validated in advance: no validation, no subject allocation.
+    pub(crate) fn publish_prepared(
+        &self,
+        subject: &PreparedSubject,
+        headers: Headers,
+        payload: Bytes,
+    ) -> NatsPublish<'_, impl Future<Output = Result<(), async_nats::PublishError>> + Send + '_>
+    {
+        if let Err(e) = self.ensure_connected("publish", subject.as_str()) {
+            return NatsPublish::failed(e);
+        }
+        let size = payload.len() + headers.wire_len();
+        let max = self.client.max_payload();
+        if max > 0 && size > max {
+            return NatsPublish::failed(BusError::PayloadTooLarge {
+                subject: subject.as_str().to_owned(),
+                size,
+                max,
+            });
+        }
+        let out = OutboundMessage {
+            subject: subject.nats().clone(),
+            reply: None,
+            headers: (!headers.is_empty()).then(|| headers.into_nats()),
+            payload,
+        };
+        self.send(out, size)
+    }
+
+    fn send(
+        &self,
+        out: OutboundMessage,
+        size: usize,
+    ) -> NatsPublish<'_, impl Future<Output = Result<(), async_nats::PublishError>> + Send + '_>
+    {
+        NatsPublish {
+            state: PublishState::Sending {
+                fut: Publisher::publish_message(&self.client, out),
+                timer: None,
+                timeout: self.publish_timeout,
+                size,
+                client: &self.client,
+            },
+        }
+    }
+
+    /// The shared, validated form of a publish subject: from the cache when it was seen before
+    /// (no validation, and the caller's `String` is freed here instead of on the client's
+    /// thread), else validated and, unless it is a one-off reply inbox, cached.
+    fn subject(&self, subject: String) -> Result<async_nats::Subject, BusError> {
+        if let Some(s) = self.shared.subjects.read().get(subject.as_str()) {
+            return Ok(s.clone());
+        }
+        let prepared = PreparedSubject::new(subject)?;
+        if !prepared.as_str().starts_with("_INBOX.") {
+            let mut cache = self.shared.subjects.write();
+            if cache.len() >= MAX_CACHED_SUBJECTS {
+                cache.clear();
+            }
+            cache.insert(prepared.as_str().into(), prepared.nats().clone());
+        }
+        Ok(prepared.nats().clone())
+    }
+
+    fn prepare(&self, msg: Message) -> Result<(OutboundMessage, usize), BusError> {
         if let Some(reply) = &msg.reply {
             validate_publish_subject(reply)?;
         }
         self.ensure_connected("publish", &msg.subject)?;
         let size = msg.wire_len();
-        let Message {
-            subject,
-            reply,
-            headers,
-            payload,
-        } = msg;
-        let client = &self.client;
-        let sent = {
-            let subject = subject.clone();
-            async move {
-                match (reply, headers.is_empty()) {
-                    (None, true) => client.publish(subject, payload).await,
-                    (None, false) => {
-                        client
-                            .publish_with_headers(subject, headers.into_nats(), payload)
-                            .await
-                    }
-                    (Some(r), true) => client.publish_with_reply(subject, r, payload).await,
-                    (Some(r), false) => {
-                        client
-                            .publish_with_reply_and_headers(
-                                subject,
-                                r,
-                                headers.into_nats(),
-                                payload,
-                            )
-                            .await
-                    }
-                }
-            }
-        };
-        match self.bounded("publish", &subject, sent).await? {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                Err(BusError::PayloadTooLarge {
-                    subject,
-                    size,
-                    max: self.client.max_payload(),
-                })
-            }
-            Err(e) if e.kind() == PublishErrorKind::Send => Err(BusError::Disconnected {
-                operation: "publish",
-                subject,
-            }),
-            Err(e) => Err(nats_error("publish", e)),
+        let max = self.client.max_payload();
+        if max > 0 && size > max {
+            validate_publish_subject(&msg.subject)?;
+            return Err(BusError::PayloadTooLarge {
+                subject: msg.subject,
+                size,
+                max,
+            });
         }
+        let out = OutboundMessage {
+            subject: self.subject(msg.subject)?,
+            reply: msg.reply.map(async_nats::Subject::from),
+            headers: (!msg.headers.is_empty()).then(|| msg.headers.into_nats()),
+            payload: msg.payload,
+        };
+        Ok((out, size))
     }
 
     pub(crate) async fn subscribe(
@@ -490,6 +553,94 @@ impl Nats {
             }
         };
         self.bounded("flush", "", round_trip).await?
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Nats::publish`].
+    #[derive(Debug)]
+    pub(crate) struct NatsPublish<'a, F> {
+        #[pin]
+        state: PublishState<'a, F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = PublishStateProj]
+    #[derive(Debug)]
+    enum PublishState<'a, F> {
+        Failed { error: Option<BusError> },
+        Sending {
+            // The subject is not kept: a copy per message would cost an allocation, and
+            // it is needed only in the rare errors after the message was handed over (the
+            // client closed, or its queue stayed full for `publish_timeout`).
+            #[pin]
+            fut: F,
+            timer: Option<Pin<Box<tokio::time::Sleep>>>,
+            timeout: Duration,
+            size: usize,
+            client: &'a async_nats::Client,
+        },
+    }
+}
+
+impl<F> NatsPublish<'_, F> {
+    fn failed(error: BusError) -> Self {
+        Self {
+            state: PublishState::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F> Future for NatsPublish<'_, F>
+where
+    F: Future<Output = Result<(), async_nats::PublishError>>,
+{
+    type Output = Result<(), BusError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            PublishStateProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("NatsPublish polled after completion"))),
+            PublishStateProj::Sending {
+                fut,
+                timer,
+                timeout,
+                size,
+                client,
+            } => {
+                if let Poll::Ready(result) = fut.poll(cx) {
+                    return Poll::Ready(match result {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                            Err(BusError::PayloadTooLarge {
+                                subject: String::new(),
+                                size: *size,
+                                max: client.max_payload(),
+                            })
+                        }
+                        Err(e) if e.kind() == PublishErrorKind::Send => {
+                            Err(BusError::Disconnected {
+                                operation: "publish",
+                                subject: String::new(),
+                            })
+                        }
+                        Err(e) => Err(nats_error("publish", e)),
+                    });
+                }
+                // The client's queue is full: arm the timer (only now, so the common case
+                // costs no timer registration).
+                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*timeout)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(BusError::Disconnected {
+                        operation: "publish",
+                        subject: String::new(),
+                    })),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 }
 
