@@ -574,7 +574,17 @@ mod tests {
             assert!(seen.insert(token.to_string()), "{name:?} collides");
             assert_eq!(decode_token(&token).as_deref(), Some(name), "{name:?}");
         }
-        assert_eq!(encode_token("sims/press1"), "sims%2Fpress1");
+        // The examples of docs/subjects.md.
+        for (name, token) in [
+            ("press1", "press1"),
+            ("sims/press1", "sims%2Fpress1"),
+            ("line.3", "line%2E3"),
+            ("ns=2;s=Temp", "ns%3D2%3Bs%3DTemp"),
+            ("Kühlung", "K%C3%BChlung"),
+            ("", "%"),
+        ] {
+            assert_eq!(encode_token(name), token);
+        }
         assert!(matches!(encode_token("press1"), Cow::Borrowed(_)));
         for bad in ["%2", "%zz", "%41", "a%", "a b", "%2f"] {
             assert_eq!(decode_token(bad), None, "{bad:?}");
