@@ -550,6 +550,113 @@ mod tests {
         );
     }
 
+    mod model {
+        //! The route cache against a model without a cache: after any sequence of subscribes,
+        //! unsubscribes and publishes, every publish reaches exactly the subscriptions whose
+        //! pattern matches (one member per queue group), as a fresh scan finds them.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Subscribe { pattern: String, group: Option<u8> },
+            Unsubscribe(usize),
+            Publish(String),
+        }
+
+        fn token() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("a".to_owned()),
+                Just("b".to_owned()),
+                Just("c".to_owned())
+            ]
+        }
+
+        fn subject() -> impl Strategy<Value = String> {
+            prop::collection::vec(token(), 1..4).prop_map(|t| t.join("."))
+        }
+
+        fn pattern() -> impl Strategy<Value = String> {
+            let tok = prop_oneof![3 => token(), 1 => Just("*".to_owned())];
+            (prop::collection::vec(tok, 1..4), any::<bool>()).prop_map(|(mut t, tail)| {
+                if tail {
+                    *t.last_mut().expect("non-empty") = ">".to_owned();
+                }
+                t.join(".")
+            })
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                2 => (pattern(), prop::option::of(0u8..2))
+                    .prop_map(|(pattern, group)| Op::Subscribe { pattern, group }),
+                1 => any::<usize>().prop_map(Op::Unsubscribe),
+                4 => subject().prop_map(Op::Publish),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn cached_routes_match_a_fresh_scan(ops in prop::collection::vec(op(), 1..60)) {
+                let bus = bus(1024);
+                // (pattern, group, subscription)
+                let mut live: Vec<(Pattern, Option<u8>, EmbeddedSubscription)> = Vec::new();
+                for (seq, op) in ops.into_iter().enumerate() {
+                    match op {
+                        Op::Subscribe { pattern, group } => {
+                            let g = group.map(|g| format!("g{g}"));
+                            let sub = bus.subscribe(&pattern, g.as_deref()).unwrap();
+                            live.push((Pattern::parse(&pattern).unwrap(), group, sub));
+                        }
+                        Op::Unsubscribe(i) => {
+                            if !live.is_empty() {
+                                live.remove(i % live.len());
+                            }
+                        }
+                        Op::Publish(subject) => {
+                            let body = seq.to_string();
+                            let interest = bus
+                                .publish(Message::new(subject.clone(), body.clone()))
+                                .unwrap();
+                            let matching: Vec<usize> = (0..live.len())
+                                .filter(|&i| live[i].0.matches(&subject))
+                                .collect();
+                            let groups: std::collections::BTreeSet<u8> =
+                                matching.iter().filter_map(|&i| live[i].1).collect();
+                            let plain = matching.iter().filter(|&&i| live[i].1.is_none()).count();
+                            prop_assert_eq!(interest, plain + groups.len());
+                            let mut per_group = std::collections::BTreeMap::new();
+                            for (i, (p, group, sub)) in live.iter_mut().enumerate() {
+                                let got = sub.rx.try_recv().ok();
+                                prop_assert!(sub.rx.try_recv().is_err(), "one message at most");
+                                let matched = p.matches(&subject);
+                                match group {
+                                    None => prop_assert_eq!(got.is_some(), matched, "sub {}", i),
+                                    Some(g) => {
+                                        prop_assert!(matched || got.is_none());
+                                        if got.is_some() {
+                                            *per_group.entry(*g).or_insert(0) += 1;
+                                        }
+                                    }
+                                }
+                                if let Some(m) = got {
+                                    prop_assert_eq!(&m.subject, &subject);
+                                    prop_assert_eq!(&m.payload[..], body.as_bytes());
+                                }
+                            }
+                            for g in &groups {
+                                prop_assert_eq!(per_group.get(g), Some(&1), "group g{}", g);
+                            }
+                            prop_assert_eq!(per_group.len(), groups.len());
+                        }
+                    }
+                }
+                prop_assert_eq!(bus.subscriptions(), live.len());
+            }
+        }
+    }
+
     /// A minimal recorder that keeps counters, enough to assert on the metrics we emit.
     mod counting {
         use std::collections::BTreeMap;
