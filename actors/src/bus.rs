@@ -245,6 +245,7 @@ impl Bus {
     ///
     /// # Cancel safety
     /// Cancel safe: a cancelled publish either was handed to the backend whole or not at all.
+    #[inline]
     pub fn publish(&self, msg: Message) -> impl Future<Output = Result<(), BusError>> + Send + '_ {
         // Not an `async fn`: the NATS path returns the client's send future with no wrapper
         // layers (see `nats::NatsPublish`), which matters at millions of messages per second.
@@ -264,6 +265,7 @@ impl Bus {
     ///
     /// # Cancel safety
     /// Cancel safe, as [`publish`](Self::publish).
+    #[inline]
     pub fn publish_prepared<'a>(
         &'a self,
         subject: &PreparedSubject,

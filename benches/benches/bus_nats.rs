@@ -3,7 +3,9 @@
 //! Each round publishes `N` messages with the same 64-byte payload on one connection and then
 //! waits for the server: raw async-nats with `Client::flush` (socket flush), the bus with
 //! `Bus::flush` (a round trip through the server, slightly more work). Rounds alternate
-//! between the paths so that machine noise hits all alike; the median is reported.
+//! between the paths so that machine noise hits all alike; the median is reported. The
+//! runtime is current-thread: publisher and client connection task share one thread, so the
+//! numbers are CPU per message, not the luck of cross-thread wake-ups on a loaded machine.
 //!
 //! Rows:
 //! - raw async-nats, `&'static str` subject: the client's best case (no allocation at all);
@@ -23,7 +25,7 @@ use millwright_actors::bus::{Bus, Headers, Message, NatsOptions, PreparedSubject
 use millwright_tests::NatsServer;
 
 const N: usize = 200_000;
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 15;
 const SUBJECT: &str = "mw.ev.press1.temperature";
 
 fn payload() -> Bytes {
@@ -91,8 +93,7 @@ fn rate(d: Duration) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");

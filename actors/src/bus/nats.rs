@@ -344,6 +344,7 @@ impl Nats {
         self.shared.slow_consumer_drops.load(Ordering::Relaxed)
     }
 
+    #[inline]
     fn ensure_connected(&self, operation: &'static str, subject: &str) -> Result<(), BusError> {
         if self.client.connection_state() == State::Connected {
             Ok(())
@@ -374,6 +375,7 @@ impl Nats {
     /// Publishes without the layers of nested `async fn` futures: the returned future holds
     /// the client's send future and, only if that does not complete on its first poll, a boxed
     /// timer. Checks happen here; nothing is sent until the future is polled.
+    #[inline]
     pub(crate) fn publish(
         &self,
         msg: Message,
@@ -386,6 +388,7 @@ impl Nats {
     }
 
     /// Publishes on a subject validated in advance: no validation, no subject allocation.
+    #[inline]
     pub(crate) fn publish_prepared(
         &self,
         subject: &PreparedSubject,
@@ -414,6 +417,7 @@ impl Nats {
         self.send(out, size)
     }
 
+    #[inline]
     fn send(
         &self,
         out: OutboundMessage,
@@ -434,6 +438,7 @@ impl Nats {
     /// The shared, validated form of a publish subject: from the cache when it was seen before
     /// (no validation, and the caller's `String` is freed here instead of on the client's
     /// thread), else validated and, unless it is a one-off reply inbox, cached.
+    #[inline]
     fn subject(&self, subject: String) -> Result<async_nats::Subject, BusError> {
         if let Some(s) = self.shared.subjects.read().get(subject.as_str()) {
             return Ok(s.clone());
@@ -449,6 +454,7 @@ impl Nats {
         Ok(prepared.nats().clone())
     }
 
+    #[inline]
     fn prepare(&self, msg: Message) -> Result<(OutboundMessage, usize), BusError> {
         if let Some(reply) = &msg.reply {
             validate_publish_subject(reply)?;
