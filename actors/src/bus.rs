@@ -462,7 +462,7 @@ impl Bus {
         }
     }
 
-    /// The per-subscription queue capacity (embedded only).
+    /// The embedded bus' options (queue capacity, maximum payload); `None` on NATS.
     pub fn embedded_options(&self) -> Option<&EmbeddedOptions> {
         match &self.backend {
             Backend::Embedded(b, _) => Some(b.options()),
