@@ -180,15 +180,15 @@ impl StatusBoard {
 /// Exports the state as `mw_component_state{component, state} = 1` for the current base
 /// state and 0 for the previous one, so a PromQL `== 1` selects the current state.
 fn export_state(status: &ComponentStatus, previous: Option<&State>) {
-    if let Some(prev) = previous {
-        if prev.base_name() != status.state.base_name() {
-            metrics::gauge!(
-                "mw_component_state",
-                "component" => status.id.clone(),
-                "state" => prev.base_name()
-            )
-            .set(0.0);
-        }
+    if let Some(prev) = previous
+        && prev.base_name() != status.state.base_name()
+    {
+        metrics::gauge!(
+            "mw_component_state",
+            "component" => status.id.clone(),
+            "state" => prev.base_name()
+        )
+        .set(0.0);
     }
     metrics::gauge!(
         "mw_component_state",

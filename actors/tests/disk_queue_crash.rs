@@ -48,7 +48,7 @@ fn child(dir: &Path) {
         writeln!(out, "@dq appended {seq}").unwrap();
         out.flush().unwrap();
         appended += 1;
-        if appended % 200 == 0 {
+        if appended.is_multiple_of(200) {
             let through = seq - 150;
             q.peek(30).expect("peek");
             writeln!(out, "@dq ack-begin {through}").unwrap();
@@ -76,12 +76,12 @@ fn run_round(dir: &Path, kill_after: usize, reported: &mut Reported) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("re-execute the test binary as the writer");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = 0;
     let mut killed = false;
     reported.start = None;
     // Read until the kill point, kill, then read what the pipe still holds (EOF after the kill).
-    while let Some(line) = lines.next() {
+    for line in lines {
         let line = line.unwrap();
         // libtest may print "test NAME ... " on the same line as the writer's first report.
         let Some(at) = line.find("@dq ") else {

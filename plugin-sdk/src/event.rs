@@ -24,7 +24,7 @@ impl EventId {
     pub fn new() -> Self {
         thread_local! {
             static GENERATOR: std::cell::RefCell<ulid::Generator> =
-                std::cell::RefCell::new(ulid::Generator::new());
+                const { std::cell::RefCell::new(ulid::Generator::new()) };
         }
         let id = GENERATOR
             .with(|g| g.borrow_mut().generate().ok())

@@ -1,18 +1,23 @@
 //! Tidy checks: invariants of the source tree that are cheap to check and easy to forget.
 //!
 //! - every Rust module starts with a `//!` doc saying what it is for;
-//! - no test is `#[ignore]`d (a test that does not run proves nothing);
+//! - no test carries the ignore attribute (a test that does not run proves nothing);
 //! - the docs the README promises exist;
 //! - `.ci/run` runs exactly the README's test command.
 
 use std::path::{Path, PathBuf};
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
@@ -30,10 +35,21 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn all_sources() -> Vec<PathBuf> {
     let root = workspace_root();
     let mut files = Vec::new();
-    for top in ["plugin-sdk", "actors", "runtime", "tests", "benches", "plugins"] {
+    for top in [
+        "plugin-sdk",
+        "actors",
+        "runtime",
+        "tests",
+        "benches",
+        "plugins",
+    ] {
         rust_files(&root.join(top), &mut files);
     }
-    assert!(files.len() > 5, "tidy found too few sources under {}", root.display());
+    assert!(
+        files.len() > 5,
+        "tidy found too few sources under {}",
+        root.display()
+    );
     files
 }
 
@@ -48,7 +64,11 @@ fn every_module_starts_with_a_module_doc() {
             missing.push(file.display().to_string());
         }
     }
-    assert!(missing.is_empty(), "these files lack a leading `//!` module doc:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "these files lack a leading `//!` module doc:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -61,7 +81,11 @@ fn no_test_is_ignored() {
             found.push(file.display().to_string());
         }
     }
-    assert!(found.is_empty(), "ignored tests prove nothing; remove the attribute in:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "ignored tests prove nothing; remove the attribute in:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
@@ -86,6 +110,12 @@ fn ci_runs_exactly_the_readme_test_command() {
     let root = workspace_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
-    assert!(readme.contains("scripts/test"), "README must show scripts/test as its second command");
-    assert!(ci.contains("exec scripts/test"), ".ci/run must run scripts/test and nothing else");
+    assert!(
+        readme.contains("scripts/test"),
+        "README must show scripts/test as its second command"
+    );
+    assert!(
+        ci.contains("exec scripts/test"),
+        ".ci/run must run scripts/test and nothing else"
+    );
 }

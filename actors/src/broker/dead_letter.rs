@@ -90,7 +90,9 @@ pub struct DeadLetterQueue {
 
 impl std::fmt::Debug for DeadLetterQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetterQueue").field("path", &self.path).finish()
+        f.debug_struct("DeadLetterQueue")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -102,8 +104,10 @@ impl DeadLetterQueue {
     /// because a running node holds it.
     pub fn open(data_dir: &Path) -> Result<Self, DeadLetterError> {
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path)
-            .map_err(|source| DeadLetterError::Open { path: path.clone(), source })?;
+        let db = Database::create(&path).map_err(|source| DeadLetterError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let this = Self { db, path };
         // Create the table so that readers never see "table does not exist".
         this.write(|table| table.len().map(|_| ()))?;
@@ -220,7 +224,10 @@ impl DeadLetterQueue {
     }
 
     fn storage(&self, e: impl Into<redb::Error>) -> DeadLetterError {
-        DeadLetterError::Storage { path: self.path.clone(), source: e.into() }
+        DeadLetterError::Storage {
+            path: self.path.clone(),
+            source: e.into(),
+        }
     }
 }
 
@@ -251,8 +258,14 @@ mod tests {
         let listed = dlq.list(10).unwrap();
         assert_eq!(listed, letters, "listing is in id (creation) order");
         assert_eq!(dlq.list(2).unwrap().len(), 2);
-        assert_eq!(dlq.get(&letters[3].id()).unwrap().as_ref(), Some(&letters[3]));
-        assert_eq!(dlq.remove(&letters[3].id()).unwrap(), Some(letters[3].clone()));
+        assert_eq!(
+            dlq.get(&letters[3].id()).unwrap().as_ref(),
+            Some(&letters[3])
+        );
+        assert_eq!(
+            dlq.remove(&letters[3].id()).unwrap(),
+            Some(letters[3].clone())
+        );
         assert_eq!(dlq.remove(&letters[3].id()).unwrap(), None);
         assert_eq!(dlq.purge_all().unwrap(), 4);
         assert!(dlq.is_empty().unwrap());
