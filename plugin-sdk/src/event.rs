@@ -36,6 +36,11 @@ impl EventId {
     pub fn as_u128(&self) -> u128 {
         self.0.0
     }
+
+    /// The id with this 128-bit value (the inverse of [`as_u128`](Self::as_u128)).
+    pub fn from_u128(value: u128) -> Self {
+        Self(ulid::Ulid(value))
+    }
 }
 
 impl Default for EventId {
