@@ -66,7 +66,7 @@ use millwright_plugin_sdk::event::Envelope;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use actor::{Broker, BrokerArgs, BrokerMsg, BrokerStats};
+pub use actor::{Broker, BrokerArgs, BrokerCallError, BrokerMsg, BrokerStats};
 use disk_queue::DiskQueueOptions;
 pub use stream::{StreamError, StreamSpec};
 

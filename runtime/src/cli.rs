@@ -1,4 +1,5 @@
-//! The command line: `millwright run CONFIG` and `millwright check CONFIG`.
+//! The command line: `millwright run CONFIG`, `millwright check CONFIG` and
+//! `millwright dlq --config CONFIG list|show|replay|purge`.
 //!
 //! Exit codes: 0 success (including a graceful shutdown on SIGTERM/SIGINT), 1 the node failed
 //! (could not start, or its root supervisor gave up), 2 invalid config or usage, 130 a second
@@ -33,6 +34,8 @@ pub enum Command {
         /// The config file (TOML).
         config: PathBuf,
     },
+    /// Lists, shows, replays or purges the dead-letter queue (of a running or stopped node).
+    Dlq(crate::dlq_cli::DlqArgs),
 }
 
 /// Arguments of `millwright run`.
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run(args) => run_node(args),
+        Command::Dlq(args) => crate::dlq_cli::run(args),
     }
 }
 

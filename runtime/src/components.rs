@@ -5,24 +5,32 @@
 //!
 //! ```text
 //! <node>                       root supervisor, one_for_one
+//! ├── <node>/broker            the broker actor (every publish goes through it)
 //! └── <node>/sims              supervisor, one_for_one, permanent workers
 //!     ├── <node>/sims/press1   sim actor
 //!     └── ...
 //! ```
 //!
-//! Later issues add the broker, connectors and machine monitors under the root, here.
+//! The broker starts first and stops last, so producers always have somewhere to publish and
+//! their last events are flushed to the disk queue at shutdown. Later issues add connectors
+//! and machine monitors under the root, here.
 
 use std::sync::Arc;
 
+use millwright_actors::broker::disk_queue::DiskQueueOptions;
+use millwright_actors::broker::{
+    Broker, BrokerArgs, BrokerHandle, BrokerOptions, DeliveryMode, Intake, StreamSpec,
+};
 use millwright_actors::bus::{Bus, SubjectScheme};
 use millwright_actors::sim::{FaultSchedule, Sim, SimArgs, SimSpec};
 use millwright_actors::status::StatusBoard;
 use millwright_actors::supervisor::{
     BackoffPolicy, ChildSpec, RestartIntensity, Strategy, SupervisorSpec, child_name,
 };
+use millwright_plugin_sdk::circuit_breaker::BreakerConfig;
 use ractor::Actor;
 
-use crate::config::{Config, SimConfig, SupervisionConfig};
+use crate::config::{BrokerMode, Config, SimConfig, SupervisionConfig};
 
 /// What every component builder gets.
 #[derive(Debug, Clone)]
@@ -35,6 +43,12 @@ pub struct BuildContext {
     pub bus: Bus,
     /// The subject scheme under the configured prefix.
     pub scheme: SubjectScheme,
+    /// The broker's options (from `[broker]`, see [`broker_options`]).
+    pub broker_options: BrokerOptions,
+    /// Producers' handle on the broker.
+    pub broker: BrokerHandle,
+    /// The broker's intake, shared by its incarnations.
+    pub intake: Arc<Intake>,
 }
 
 /// A built-in component: its child id under the root and how to build its child spec.
@@ -49,14 +63,87 @@ pub struct Component {
 }
 
 /// Every built-in component, in start order (they stop in the reverse order).
-pub const BUILTIN: &[Component] = &[Component {
-    id: SIMS,
-    description: "simulated machines ([sims.<name>])",
-    build: sims,
-}];
+pub const BUILTIN: &[Component] = &[
+    Component {
+        id: BROKER,
+        description: "the broker: every publish, the disk queue and the DLQ ([broker])",
+        build: broker,
+    },
+    Component {
+        id: SIMS,
+        description: "simulated machines ([sims.<name>])",
+        build: sims,
+    },
+];
 
+/// The child id of the broker.
+pub const BROKER: &str = "broker";
 /// The child id of the sims supervisor.
 pub const SIMS: &str = "sims";
+
+/// The broker's status-board id and registry name.
+pub fn broker_id(node: &str) -> String {
+    format!("{}/{BROKER}", root_name(node))
+}
+
+/// The broker's options from `[node]`, `[bus]` and `[broker]`.
+pub fn broker_options(config: &Config) -> BrokerOptions {
+    let b = &config.broker;
+    let mut o = BrokerOptions::new(&config.node.data_dir);
+    o.mode = match b.mode {
+        BrokerMode::Core => DeliveryMode::Core,
+        BrokerMode::Jetstream => DeliveryMode::Jetstream,
+    };
+    o.stream = StreamSpec {
+        name: b.stream.clone(),
+        subjects: b
+            .stream_subjects
+            .clone()
+            .unwrap_or_else(|| vec![format!("{}.ev.>", config.bus.prefix)]),
+        duplicate_window: b.duplicate_window,
+        max_age: b.stream_max_age,
+        replicas: 1,
+    };
+    o.breaker = BreakerConfig {
+        failure_threshold: b.breaker_failures,
+        success_threshold: b.breaker_successes,
+        open_base: b.breaker_open,
+        open_max: b.breaker_open_max,
+        ..BreakerConfig::default()
+    };
+    o.queue = DiskQueueOptions {
+        segment_bytes: b.queue_segment_bytes,
+        max_bytes: b.queue_max_bytes,
+        sync: b.sync_policy().unwrap_or(DiskQueueOptions::default().sync),
+        name: BROKER.to_owned(),
+    };
+    o.max_attempts = b.max_attempts;
+    o.ack_timeout = b.ack_timeout;
+    o.max_batch = b.max_batch;
+    o.intake_capacity = b.intake_capacity;
+    o.intake_timeout = b.intake_timeout;
+    o.idle_window = config.node.idle_window;
+    o
+}
+
+/// The broker worker.
+fn broker(ctx: &BuildContext) -> ChildSpec {
+    let args = BrokerArgs {
+        options: ctx.broker_options.clone(),
+        intake: ctx.intake.clone(),
+        bus: ctx.bus.clone(),
+        board: ctx.board.clone(),
+        component_id: broker_id(&ctx.config.node.name),
+    };
+    ChildSpec::worker(BROKER, move |supervisor| {
+        let args = args.clone();
+        Box::pin(async move {
+            let id = args.component_id.clone();
+            let (broker, _) = Actor::spawn_linked(Some(id), Broker, args, supervisor).await?;
+            Ok(broker.get_cell())
+        })
+    })
+}
 
 /// The root supervisor's registry name: the node's name.
 pub fn root_name(node: &str) -> String {
@@ -125,7 +212,7 @@ pub fn sim_spec(ctx: &BuildContext, name: &str, sim: &SimConfig) -> SimSpec {
 fn sim_child(ctx: &BuildContext, name: &str, sim: &SimConfig) -> ChildSpec {
     let spec = Arc::new(sim_spec(ctx, name, sim));
     let board = ctx.board.clone();
-    let sink = Arc::new(ctx.bus.clone());
+    let sink = Arc::new(ctx.broker.clone());
     let id = name.to_owned();
     ChildSpec::worker(name, move |supervisor| {
         let component_id = child_name(&supervisor, &id);

@@ -41,6 +41,9 @@ pub struct Config {
     /// The bus: NATS when `nats_url` is set, the embedded in-process bus otherwise.
     #[serde(default)]
     pub bus: BusConfig,
+    /// The broker: how events reach NATS, and the disk queue and DLQ behind it.
+    #[serde(default)]
+    pub broker: BrokerConfig,
     /// The HTTP server: probes, health JSON, status page and control endpoints.
     #[serde(default)]
     pub http: HttpConfig,
@@ -94,6 +97,88 @@ pub struct BusConfig {
     /// The first token(s) of every subject (`mw` gives `mw.ev.<source>.<tag>`).
     #[serde(default = "defaults::prefix")]
     pub prefix: String,
+}
+
+/// `[broker]`: the actor every event goes through on its way to NATS. Events are acknowledged
+/// to their producer only once NATS confirmed them or they are in the disk queue.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `core` (NATS publish confirmed by a flush) or `jetstream` (acknowledged by a stream,
+    /// de-duplicated by event id; needs `bus.nats_url`).
+    #[serde(default)]
+    pub mode: BrokerMode,
+    /// The JetStream stream events go to in `jetstream` mode; created when missing, checked
+    /// when present.
+    #[serde(default = "defaults::stream")]
+    pub stream: String,
+    /// The subjects the stream captures. Absent: `<bus.prefix>.ev.>`.
+    #[serde(default)]
+    pub stream_subjects: Option<Vec<String>>,
+    /// How long the stream remembers event ids to drop duplicates of retried publishes.
+    #[serde(default = "defaults::duplicate_window", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub duplicate_window: Duration,
+    /// How long a new stream keeps events.
+    #[serde(default = "defaults::stream_max_age", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub stream_max_age: Duration,
+    /// Failures specific to one event (the server refused it) before it moves to the DLQ.
+    /// Connection failures never count.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// How long a core flush or a JetStream ack may take before the publish counts as a
+    /// connection failure (the events go to the disk queue).
+    #[serde(default = "defaults::ack_timeout", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub ack_timeout: Duration,
+    /// Most events handed to NATS in one round.
+    #[serde(default = "defaults::max_batch")]
+    pub max_batch: usize,
+    /// Producer calls the broker's intake holds before producers wait.
+    #[serde(default = "defaults::intake_capacity")]
+    pub intake_capacity: usize,
+    /// How long a producer waits for room in the intake before its call fails as busy.
+    #[serde(default = "defaults::intake_timeout", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub intake_timeout: Duration,
+    /// Hard cap on the disk queue's size in bytes; at the cap the oldest events are shed
+    /// (counted in `mw_disk_queue_shed_total` and logged).
+    #[serde(default = "defaults::queue_max_bytes")]
+    pub queue_max_bytes: u64,
+    /// Size of one disk queue segment in bytes: the largest event, and the unit of shedding.
+    /// At most half of `queue_max_bytes`.
+    #[serde(default = "defaults::queue_segment_bytes")]
+    pub queue_segment_bytes: u64,
+    /// When queued events are `fdatasync`ed: a duration (group commit: at most this long after
+    /// the first unsynced write) or `"always"` (before each acknowledgement).
+    #[serde(default = "defaults::queue_sync")]
+    pub queue_sync: String,
+    /// Consecutive NATS failures that open the circuit breaker.
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    /// Successful probes in half-open that close it again.
+    #[serde(default = "defaults::breaker_successes")]
+    pub breaker_successes: u32,
+    /// The first open window; each failed probe doubles it up to `breaker_open_max`.
+    #[serde(default = "defaults::breaker_open", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub breaker_open: Duration,
+    /// The longest open window.
+    #[serde(default = "defaults::breaker_open_max", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub breaker_open_max: Duration,
+}
+
+/// How the broker hands events to NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    /// Core NATS publish, confirmed by a flush round trip.
+    #[default]
+    Core,
+    /// JetStream publish acknowledged by the stream.
+    Jetstream,
 }
 
 /// `[http]`: the probes, health and control server.
@@ -233,6 +318,66 @@ pub mod defaults {
     pub fn prefix() -> String {
         "mw".to_owned()
     }
+    /// `broker.stream`.
+    pub fn stream() -> String {
+        "MW_EVENTS".to_owned()
+    }
+    /// `broker.duplicate_window`: 2 min.
+    pub fn duplicate_window() -> Duration {
+        Duration::from_secs(120)
+    }
+    /// `broker.stream_max_age`: 7 days.
+    pub fn stream_max_age() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    /// `broker.max_attempts`.
+    pub fn max_attempts() -> u32 {
+        3
+    }
+    /// `broker.ack_timeout`.
+    pub fn ack_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    /// `broker.max_batch`.
+    pub fn max_batch() -> usize {
+        512
+    }
+    /// `broker.intake_capacity`.
+    pub fn intake_capacity() -> usize {
+        1024
+    }
+    /// `broker.intake_timeout`.
+    pub fn intake_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    /// `broker.queue_max_bytes`: 1 GiB.
+    pub fn queue_max_bytes() -> u64 {
+        1 << 30
+    }
+    /// `broker.queue_segment_bytes`: 64 MiB.
+    pub fn queue_segment_bytes() -> u64 {
+        64 << 20
+    }
+    /// `broker.queue_sync`.
+    pub fn queue_sync() -> String {
+        "100ms".to_owned()
+    }
+    /// `broker.breaker_failures`.
+    pub fn breaker_failures() -> u32 {
+        5
+    }
+    /// `broker.breaker_successes`.
+    pub fn breaker_successes() -> u32 {
+        2
+    }
+    /// `broker.breaker_open`.
+    pub fn breaker_open() -> Duration {
+        Duration::from_secs(10)
+    }
+    /// `broker.breaker_open_max`.
+    pub fn breaker_open_max() -> Duration {
+        Duration::from_secs(120)
+    }
     /// `http.listen`.
     pub fn http_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 8080))
@@ -292,6 +437,45 @@ impl Default for BusConfig {
         Self {
             nats_url: None,
             prefix: defaults::prefix(),
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            mode: BrokerMode::default(),
+            stream: defaults::stream(),
+            stream_subjects: None,
+            duplicate_window: defaults::duplicate_window(),
+            stream_max_age: defaults::stream_max_age(),
+            max_attempts: defaults::max_attempts(),
+            ack_timeout: defaults::ack_timeout(),
+            max_batch: defaults::max_batch(),
+            intake_capacity: defaults::intake_capacity(),
+            intake_timeout: defaults::intake_timeout(),
+            queue_max_bytes: defaults::queue_max_bytes(),
+            queue_segment_bytes: defaults::queue_segment_bytes(),
+            queue_sync: defaults::queue_sync(),
+            breaker_failures: defaults::breaker_failures(),
+            breaker_successes: defaults::breaker_successes(),
+            breaker_open: defaults::breaker_open(),
+            breaker_open_max: defaults::breaker_open_max(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The disk queue's sync policy from `queue_sync`; `None` when it is neither `always` nor
+    /// a positive duration (validation reports it).
+    pub fn sync_policy(&self) -> Option<millwright_actors::broker::disk_queue::SyncPolicy> {
+        use millwright_actors::broker::disk_queue::SyncPolicy;
+        match self.queue_sync.trim() {
+            "always" => Some(SyncPolicy::Always),
+            other => humantime::parse_duration(other)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(SyncPolicy::Interval),
         }
     }
 }

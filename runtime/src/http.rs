@@ -9,6 +9,10 @@
 //! | GET | `/values` | JSON: the latest value of every tag of this node's sources |
 //! | GET | `/` | a status page that polls `/health` and `/values` every second |
 //! | POST | `/control/sims/{machine}/{command}` | tells a sim to `fail`, `hang`, `degrade`, `recover`, `pause` or `resume` |
+//! | POST | `/events` | ingests a JSON array of event envelopes through the broker; 200 once every one is durable |
+//! | GET | `/broker` | JSON: the broker's mode, breaker, queue depth and bytes, DLQ size, counters |
+//! | GET | `/control/dlq` | JSON: the oldest 100 dead letters and the total |
+//! | POST | `/control/dlq` | runs a DLQ command (`{"op": "replay", "target": "all"}`, ...) |
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -24,6 +28,12 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use millwright_actors::broker::dlq_admin::DlqCommand;
+use millwright_actors::broker::{self, BrokerCallError, BrokerError, BrokerHandle};
+use millwright_actors::bus::subject;
+use millwright_plugin_sdk::event::Envelope;
+
+use crate::components;
 use crate::control::{Control, ControlError};
 use crate::latest::{LatestValue, LatestValues};
 use crate::phase::{Phase, PhaseCell};
@@ -62,6 +72,10 @@ pub struct HttpState {
     pub started: Instant,
     /// The latest value per tag.
     pub latest: LatestValues,
+    /// Producers' handle on the broker (for `/events`).
+    pub broker: BrokerHandle,
+    /// Subjects `/events` accepts start with this (`mw.ev.`).
+    pub events_prefix: String,
 }
 
 /// The overall verdict in `/health`.
@@ -123,6 +137,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/values", get(values))
         .route("/control/sims/{machine}/{command}", post(control_sim))
+        .route("/events", post(ingest_events))
+        .route("/broker", get(broker_stats))
+        .route("/control/dlq", get(dlq_list).post(dlq_command))
         .with_state(state)
 }
 
@@ -213,5 +230,110 @@ async fn control_sim(
             reply(StatusCode::SERVICE_UNAVAILABLE, Some(e.to_string()))
         }
         Err(e @ ControlError::BadRequest(_)) => reply(StatusCode::BAD_REQUEST, Some(e.to_string())),
+    }
+}
+
+fn error_body(code: StatusCode, error: impl std::fmt::Display) -> Response {
+    (
+        code,
+        Json(serde_json::json!({ "ok": false, "error": error.to_string() })),
+    )
+        .into_response()
+}
+
+/// `POST /events`: a JSON array of envelopes (the bus wire format), published through the
+/// broker in order. 200 with the receipt once every event is durable; on any error none of
+/// them is acknowledged and the caller sends them again (ids de-duplicate).
+async fn ingest_events(State(state): State<HttpState>, body: axum::body::Bytes) -> Response {
+    if state.phase.get() == Phase::Stopping {
+        return error_body(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
+    }
+    let events: Vec<Envelope> = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                format!("invalid body: {e} (expected a JSON array of event envelopes)"),
+            );
+        }
+    };
+    if let Some(bad) = events.iter().find(|e| {
+        !e.subject.starts_with(&state.events_prefix)
+            || subject::validate_publish_subject(&e.subject).is_err()
+    }) {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "event {} has subject {:?}; /events takes event subjects under {}<source>.<tag>",
+                bad.id, bad.subject, state.events_prefix
+            ),
+        );
+    }
+    let count = events.len();
+    match state.broker.publish_batch(events).await {
+        Ok(receipt) => (
+            StatusCode::OK,
+            Json(serde_json::json!({
+                "ok": true,
+                "accepted": count,
+                "delivered": receipt.delivered,
+                "queued": receipt.queued,
+            })),
+        )
+            .into_response(),
+        Err(e @ (BrokerError::Busy { .. } | BrokerError::Stopped)) => {
+            error_body(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
+        Err(e) => error_body(StatusCode::INSUFFICIENT_STORAGE, e),
+    }
+}
+
+fn broker_error(e: BrokerCallError) -> Response {
+    match e {
+        BrokerCallError::Failed(msg) if msg.starts_with("no dead letter") => {
+            error_body(StatusCode::NOT_FOUND, msg)
+        }
+        BrokerCallError::Failed(msg) => error_body(StatusCode::INTERNAL_SERVER_ERROR, msg),
+        other => error_body(StatusCode::SERVICE_UNAVAILABLE, other),
+    }
+}
+
+/// `GET /broker`.
+async fn broker_stats(State(state): State<HttpState>) -> Response {
+    match broker::actor::stats(
+        &components::broker_id(&state.node),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(stats) => Json(stats).into_response(),
+        Err(e) => broker_error(e),
+    }
+}
+
+/// `GET /control/dlq`.
+async fn dlq_list(State(state): State<HttpState>) -> Response {
+    match state.control.dlq(DlqCommand::List { limit: 100 }).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => broker_error(e),
+    }
+}
+
+/// `POST /control/dlq` with a [`DlqCommand`] body.
+async fn dlq_command(State(state): State<HttpState>, body: axum::body::Bytes) -> Response {
+    let command: DlqCommand = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid DLQ command: {e} (e.g. {{\"op\": \"replay\", \"target\": \"all\"}})"
+                ),
+            );
+        }
+    };
+    match state.control.dlq(command).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => broker_error(e),
     }
 }

@@ -246,6 +246,16 @@ impl Lockfile {
         })
     }
 
+    /// The PID of the live process holding the lock in `data_dir`, if any: how a tool knows
+    /// that a node runs on a data dir (and must be reached through it, not the files).
+    pub fn holder(data_dir: &Path) -> Option<i32> {
+        let text = fs::read_to_string(data_dir.join(LOCK_FILE)).ok()?;
+        let me = i32::try_from(std::process::id()).ok();
+        Owner::parse(&text)
+            .filter(|h| Some(h.pid) != me && h.is_alive())
+            .map(|h| h.pid)
+    }
+
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path

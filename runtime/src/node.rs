@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use millwright_actors::bus::{Bus, BusError, NatsOptions, SubjectScheme};
+use millwright_actors::broker::{BrokerHandle, BrokerOptions, DeliveryMode, StreamError, stream};
+use millwright_actors::bus::{Bus, BusError, ConnectionState, NatsOptions, SubjectScheme};
 use millwright_actors::status::StatusBoard;
 use millwright_actors::supervisor::{Supervisor, SupervisorMsg};
 use ractor::{ActorRef, SpawnErr};
@@ -49,6 +50,9 @@ pub enum NodeError {
     /// The bus could not be opened.
     #[error("bus: {0} (check [bus] nats_url, or remove it to use the embedded bus)")]
     Bus(#[from] BusError),
+    /// The JetStream stream exists with settings the broker cannot work with.
+    #[error("{0}")]
+    Stream(#[source] StreamError),
     /// The supervision tree could not be built.
     #[error("cannot start the supervision tree: {0}")]
     Tree(#[source] SpawnErr),
@@ -67,13 +71,14 @@ pub struct Node {
     pub(crate) config: Arc<Config>,
     pub(crate) board: StatusBoard,
     pub(crate) bus: Bus,
+    pub(crate) broker: BrokerHandle,
     pub(crate) phase: PhaseCell,
     pub(crate) http_addr: SocketAddr,
     pub(crate) metrics_addr: SocketAddr,
     pub(crate) root: ActorRef<SupervisorMsg>,
     pub(crate) root_done: oneshot::Receiver<()>,
     pub(crate) state_feed: StateFeed,
-    pub(crate) control_task: Option<JoinHandle<()>>,
+    pub(crate) control_tasks: Vec<JoinHandle<()>>,
     pub(crate) watchdog: Vec<JoinHandle<()>>,
     pub(crate) latest_tasks: Vec<JoinHandle<()>>,
     pub(crate) http_stop: oneshot::Sender<()>,
@@ -104,6 +109,11 @@ impl Node {
         let machines: Vec<String> = config.sims.keys().cloned().collect();
         let control = Control::new(name.clone(), machines.clone());
         let latest = LatestValues::default();
+        // The broker's intake exists before the broker actor: producers (and `/events`) that
+        // come first wait in it, bounded.
+        let broker_options = components::broker_options(&config);
+        let (broker, intake) = BrokerHandle::new(&broker_options);
+
         let listener = http::bind(config.http.listen).await?;
         let http_addr = listener.local_addr().map_err(|source| HttpError::Listen {
             addr: config.http.listen,
@@ -119,22 +129,33 @@ impl Node {
                 control: control.clone(),
                 started,
                 latest: latest.clone(),
+                broker: broker.clone(),
+                events_prefix: format!("{}.ev.", config.bus.prefix),
             }),
             async move {
                 let _ = http_stopped.await;
             },
         );
         tracing::info!(%http_addr, %metrics_addr, "listening");
+        if let Err(e) =
+            crate::endpoints::Endpoints::new(http_addr, metrics_addr).write(&config.node.data_dir)
+        {
+            tracing::warn!(error = %e, "cannot record the node's endpoints; `millwright dlq` will not find it");
+        }
 
         let bus = match &config.bus.nats_url {
             Some(url) => {
                 let mut opts = NatsOptions::new(url.clone());
                 opts.name = format!("millwright-{name}");
+                // A plant node starts even when NATS is away: the broker keeps events in its
+                // disk queue until the client connects.
+                opts.retry_on_initial_connect = true;
                 Bus::connect_nats(opts).await?
             }
             None => Bus::embedded(),
         };
-        tracing::info!(backend = %bus.backend(), "bus open");
+        tracing::info!(backend = %bus.backend(), connection = %bus.connection_state(), "bus open");
+        check_stream(&bus, &broker_options).await?;
         let scheme = SubjectScheme::new(config.bus.prefix.clone())?;
         let latest_tasks = latest
             .follow(&bus, machines.iter().map(|m| scheme.events_of(m)).collect())
@@ -146,6 +167,9 @@ impl Node {
             board: board.clone(),
             bus: bus.clone(),
             scheme: scheme.clone(),
+            broker_options,
+            broker: broker.clone(),
+            intake,
         };
         let (root, root_handle) = Supervisor::spawn(
             components::root_name(&name),
@@ -165,14 +189,18 @@ impl Node {
             "supervision tree up"
         );
 
-        let control_task = Some(
-            control::serve_bus(
-                bus.clone(),
-                scheme.control(&name, control::SIM_VERB),
-                control,
-            )
-            .await?,
-        );
+        let mut control_tasks = Vec::new();
+        for verb in [control::Verb::Sim, control::Verb::Dlq] {
+            control_tasks.push(
+                control::serve_bus(
+                    bus.clone(),
+                    scheme.control(&name, verb.token()),
+                    verb,
+                    control.clone(),
+                )
+                .await?,
+            );
+        }
         let ids = machines
             .iter()
             .map(|m| components::sim_id(&name, m))
@@ -191,13 +219,14 @@ impl Node {
             config,
             board,
             bus,
+            broker,
             phase,
             http_addr,
             metrics_addr,
             root,
             root_done,
             state_feed,
-            control_task,
+            control_tasks,
             watchdog,
             latest_tasks,
             http_stop,
@@ -237,8 +266,38 @@ impl Node {
         &self.bus
     }
 
+    /// Producers' handle on the node's broker.
+    pub fn broker(&self) -> &BrokerHandle {
+        &self.broker
+    }
+
     /// The node's phase.
     pub fn phase(&self) -> Phase {
         self.phase.get()
+    }
+}
+
+/// In `jetstream` mode with NATS reachable at boot, creates or checks the stream, so that a
+/// stream that conflicts stops the node with a clear error instead of filling the disk queue.
+/// When NATS is not reachable yet the broker checks it once it connects.
+async fn check_stream(bus: &Bus, options: &BrokerOptions) -> Result<(), NodeError> {
+    if options.mode != DeliveryMode::Jetstream {
+        return Ok(());
+    }
+    let Some(client) = bus.nats_client() else {
+        return Ok(());
+    };
+    if bus.connection_state() != ConnectionState::Connected {
+        tracing::warn!("nats is not reachable yet; the broker checks the stream once it connects");
+        return Ok(());
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    match stream::ensure(&js, &options.stream).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, "jetstream stream not checked at boot; the broker retries");
+            Ok(())
+        }
+        Err(e) => Err(NodeError::Stream(e)),
     }
 }

@@ -98,7 +98,7 @@ impl Node {
 
         step(1);
         self.phase.set(Phase::Stopping);
-        if let Some(task) = &self.control_task {
+        for task in &self.control_tasks {
             task.abort();
         }
         for task in &self.watchdog {

@@ -100,7 +100,8 @@ async fn state_changes_are_published_and_control_works_over_the_bus() {
         reply,
         ControlReply {
             ok: true,
-            error: None
+            error: None,
+            reply: None,
         }
     );
     let change = next_json(&mut states).await;

@@ -42,8 +42,17 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["hm", "hm/sims", "hm/sims/m1", "hm/sims/m2"]);
-    let m1 = &health["components"][2];
+    assert_eq!(
+        ids,
+        ["hm", "hm/broker", "hm/sims", "hm/sims/m1", "hm/sims/m2"]
+    );
+    let broker = &health["components"][1];
+    assert_eq!(broker["kind"], "broker");
+    assert_eq!(
+        broker["state"], "active",
+        "sims publish through it: {broker}"
+    );
+    let m1 = &health["components"][3];
     assert_eq!(m1["kind"], "sim");
     assert_eq!(m1["restarts"], 0);
     assert!(m1["since"].is_string());

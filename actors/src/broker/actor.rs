@@ -230,6 +230,9 @@ impl Actor for Broker {
         };
         if state.connected {
             state.ensure_stream().await;
+        } else {
+            state.impaired =
+                Some("nats not connected yet; events go to the disk queue until it is".to_owned());
         }
 
         state.pump = Some(spawn_pump(&myself, &state.args));
@@ -822,4 +825,71 @@ impl BrokerState {
             dead_lettered: self.counters.dead_lettered,
         }
     }
+}
+
+/// Why a running broker could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerCallError {
+    /// No broker is registered under the name (it is restarting, or the node is stopping).
+    #[error("the broker {0} is not running (it may be restarting); try again")]
+    NotRunning(String),
+    /// It did not answer in time.
+    #[error("the broker {name} did not answer within {timeout:?}")]
+    Timeout {
+        /// Its registry name.
+        name: String,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+    /// It answered with an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+async fn ask<T: Send + 'static>(
+    registry_name: &str,
+    timeout: Duration,
+    msg: impl FnOnce(RpcReplyPort<T>) -> BrokerMsg,
+) -> Result<T, BrokerCallError> {
+    let not_running = || BrokerCallError::NotRunning(registry_name.to_owned());
+    let broker: ActorRef<BrokerMsg> = ractor::registry::where_is(registry_name)
+        .ok_or_else(not_running)?
+        .into();
+    match broker.call(msg, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(BrokerCallError::Timeout {
+            name: registry_name.to_owned(),
+            timeout,
+        }),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(not_running()),
+    }
+}
+
+/// Runs a DLQ command on the broker registered as `registry_name`.
+///
+/// # Errors
+/// [`BrokerCallError`]: not running, no answer within `timeout`, or the command failed.
+///
+/// # Cancel safety
+/// Cancel safe as far as the caller goes; a command already delivered still runs.
+pub async fn dlq(
+    registry_name: &str,
+    command: DlqCommand,
+    timeout: Duration,
+) -> Result<DlqReply, BrokerCallError> {
+    ask(registry_name, timeout, |port| BrokerMsg::Dlq(command, port))
+        .await?
+        .map_err(BrokerCallError::Failed)
+}
+
+/// A snapshot of the broker registered as `registry_name`.
+///
+/// # Errors
+/// [`BrokerCallError::NotRunning`] or [`BrokerCallError::Timeout`].
+///
+/// # Cancel safety
+/// Cancel safe.
+pub async fn stats(registry_name: &str, timeout: Duration) -> Result<BrokerStats, BrokerCallError> {
+    ask(registry_name, timeout, BrokerMsg::Stats).await
 }

@@ -94,6 +94,8 @@ pub(crate) fn problems(config: &Config) -> Vec<Problem> {
         }
     }
 
+    broker(&mut out, config);
+
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         out.push(Problem::new(
             &["log", "level"],
@@ -184,6 +186,88 @@ pub(crate) fn problems(config: &Config) -> Vec<Problem> {
         }
     }
     out
+}
+
+fn broker(out: &mut Vec<Problem>, config: &Config) {
+    let b = &config.broker;
+    if b.mode == super::BrokerMode::Jetstream && config.bus.nats_url.is_none() {
+        out.push(Problem::new(
+            &["broker", "mode"],
+            "mode \"jetstream\" needs a NATS server, but bus.nats_url is not set",
+            "set [bus] nats_url = \"nats://host:4222\", or use mode = \"core\" on the embedded bus",
+        ));
+    }
+    if !b
+        .stream
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        || b.stream.is_empty()
+    {
+        out.push(Problem::new(
+            &["broker", "stream"],
+            format!("invalid stream name {:?}", b.stream),
+            "use letters, digits, '-' and '_' only, such as \"MW_EVENTS\"",
+        ));
+    }
+    if let Some(subjects) = &b.stream_subjects
+        && subjects.is_empty()
+    {
+        out.push(Problem::new(
+            &["broker", "stream_subjects"],
+            "no subjects",
+            "list the subjects the stream captures, or remove the key for <prefix>.ev.>",
+        ));
+    }
+    for (key, n) in [
+        ("max_attempts", u64::from(b.max_attempts)),
+        ("max_batch", b.max_batch as u64),
+        ("intake_capacity", b.intake_capacity as u64),
+        ("breaker_failures", u64::from(b.breaker_failures)),
+        ("breaker_successes", u64::from(b.breaker_successes)),
+    ] {
+        if n == 0 {
+            out.push(Problem::new(
+                &["broker", key],
+                format!("{key} is 0"),
+                "use at least 1",
+            ));
+        }
+    }
+    for (key, d) in [
+        ("duplicate_window", b.duplicate_window),
+        ("ack_timeout", b.ack_timeout),
+        ("intake_timeout", b.intake_timeout),
+        ("breaker_open", b.breaker_open),
+        ("breaker_open_max", b.breaker_open_max),
+    ] {
+        positive(out, &["broker", key], d);
+    }
+    if b.breaker_open > b.breaker_open_max {
+        out.push(Problem::new(
+            &["broker", "breaker_open"],
+            "breaker_open is longer than breaker_open_max",
+            "make breaker_open at most breaker_open_max",
+        ));
+    }
+    if b.sync_policy().is_none() {
+        out.push(Problem::new(
+            &["broker", "queue_sync"],
+            format!("invalid queue_sync {:?}", b.queue_sync),
+            format!("expected \"always\" or {}", duration::EXPECTED),
+        ));
+    }
+    if b.queue_segment_bytes < 4096 || b.queue_max_bytes / 2 < b.queue_segment_bytes {
+        out.push(Problem::new(
+            &["broker", "queue_segment_bytes"],
+            format!(
+                "queue_segment_bytes ({}) must be at least 4096 and at most half of \
+                 queue_max_bytes ({})",
+                b.queue_segment_bytes, b.queue_max_bytes
+            ),
+            "the queue sheds whole segments at its cap: lower queue_segment_bytes or raise \
+             queue_max_bytes",
+        ));
+    }
 }
 
 fn positive(out: &mut Vec<Problem>, path: &[&str], d: std::time::Duration) {
