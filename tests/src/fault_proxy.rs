@@ -136,15 +136,10 @@ async fn accept_loop(
         }
         let mode = mode.clone();
         tokio::spawn(async move {
-            let server = loop {
-                match TcpStream::connect(upstream).await {
-                    Ok(s) => break s,
-                    Err(_) => {
-                        // Upstream down: behave like it (close the client).
-                        let _ = client.set_zero_linger();
-                        return;
-                    }
-                }
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                // Upstream down: behave like it (close the client).
+                let _ = client.set_zero_linger();
+                return;
             };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);

@@ -6,11 +6,14 @@
 //!   and its store deleted when dropped.
 //! - [`wait_until`] / [`wait_for`]: poll a condition with a deadline instead of sleeping.
 //! - [`next_within`]: the next item of a stream, or `None` after a timeout.
+//! - [`fault_proxy::FaultProxy`]: a loopback TCP proxy the test switches between passing,
+//!   blackholing and refusing, to cut a network path without touching either end.
 //! - [`free_port`], [`workspace_root`].
 //!
 //! Timeouts passed to these helpers only cost time when a test fails, so make them generous
 //! (the CI machine has two loaded cores) and keep the assertions tight.
 
+pub mod fault_proxy;
 mod nats_server;
 mod wait;
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use futures::StreamExt;
 use millwright_actors::broker::dlq_admin::{DlqCommand, DlqReply, Target};
 use millwright_actors::broker::{
     Broker, BrokerArgs, BrokerHandle, BrokerMsg, BrokerOptions, BrokerStats, DeliveryMode, Intake,
@@ -435,8 +434,6 @@ async fn a_hung_server_opens_the_breaker_within_a_bound_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_intake_bounds_producers_with_a_busy_error_instead_of_blocking() {
-    let server = NatsServer::start().await;
-    let bus = nats_bus(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path(), DeliveryMode::Core);
     opts.intake_capacity = 1;
@@ -470,5 +467,4 @@ async fn the_intake_bounds_producers_with_a_busy_error_instead_of_blocking() {
         "the other waits for a broker to take it"
     );
     held.abort();
-    drop(server);
 }

@@ -192,6 +192,35 @@ impl NodeProcess {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// POST a JSON body to `path`: status and JSON answer, or the transport error (a node
+    /// that is being killed may not answer).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        let r = self
+            .client
+            .post(format!("http://{}{path}", self.http))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `/broker` as JSON.
+    pub async fn broker(&self) -> Option<Value> {
+        let (code, body) = self.get("/broker").await?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `/health` as JSON (whatever the status code).
     pub async fn health(&self) -> Option<Value> {
         let (_, body) = self.get("/health").await?;
