@@ -143,6 +143,15 @@ fn run_node(args: RunArgs) -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
+        // Caught from here on: a SIGTERM while the node boots shuts it down gracefully once
+        // it is up, instead of killing it half-built.
+        let signals = match shutdown::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let node = match Node::start(config).await {
             Ok(node) => node,
             Err(e) => {
@@ -151,7 +160,7 @@ fn run_node(args: RunArgs) -> ExitCode {
             }
         };
         exit_on_second_signal();
-        match shutdown::run_until_signal(node).await {
+        match shutdown::run_until(node, signals).await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "node stopped");

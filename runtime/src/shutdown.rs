@@ -62,12 +62,40 @@ pub struct ShutdownReport {
 /// # Errors
 /// [`NodeError::RootFailed`] when the node stopped because its root supervisor failed (the
 /// shutdown still runs); the signal handlers' installation failure otherwise.
-pub async fn run_until_signal(mut node: Node) -> Result<ShutdownReport, NodeError> {
-    let mut term = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
+pub async fn run_until_signal(node: Node) -> Result<ShutdownReport, NodeError> {
+    run_until(node, Signals::install()?).await
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is made: a signal that arrives while the
+/// node boots is kept and starts the shutdown as soon as the node is up (exit 0, not a
+/// default-disposition death with status 143).
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    ///
+    /// # Errors
+    /// [`NodeError::Signal`] when the handlers cannot be installed.
+    pub fn install() -> Result<Self, NodeError> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(NodeError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(NodeError::Signal)?,
+        })
+    }
+}
+
+/// As [`run_until_signal`], with handlers installed earlier (before the node started).
+///
+/// # Errors
+/// [`NodeError::RootFailed`] when the node stopped because its root supervisor failed.
+pub async fn run_until(mut node: Node, mut signals: Signals) -> Result<ShutdownReport, NodeError> {
     let cause = tokio::select! {
-        _ = term.recv() => StopCause::Terminate,
-        _ = int.recv() => StopCause::Interrupt,
+        _ = signals.term.recv() => StopCause::Terminate,
+        _ = signals.int.recv() => StopCause::Interrupt,
         _ = &mut node.root_done => StopCause::RootFailed,
     };
     let report = node.shutdown(cause).await;

@@ -292,6 +292,22 @@ async fn sigterm_shuts_down_in_order_exits_zero_and_removes_the_lock() {
 }
 
 #[tokio::test]
+async fn sigterm_while_booting_is_kept_and_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    // `start` returns at the `listening` line, before the tree is up and before ready.
+    let mut node = NodeProcess::start(dir.path(), &config("sb", dir.path(), TWO_SIMS)).await;
+    node.signal(Signal::SIGTERM);
+    let status = node.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "output:\n{}", node.output());
+    assert!(
+        node.find_log("shutdown complete").is_some(),
+        "the ordered shutdown ran: {}",
+        node.output()
+    );
+    assert!(!dir.path().join("millwright.lock").exists());
+}
+
+#[tokio::test]
 async fn sigint_also_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = NodeProcess::start(dir.path(), &config("si", dir.path(), TWO_SIMS)).await;
@@ -405,4 +421,54 @@ fail_every = "60ms"
         "the node still shuts down in order"
     );
     assert!(!dir.path().join("millwright.lock").exists());
+}
+
+#[tokio::test]
+async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
+    // The README's first command runs configs/demo.toml; run that file (on free ports, a
+    // temp data dir and JSON logs) and check what the README promises a newcomer sees.
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml"),
+    )
+    .unwrap();
+    let text = demo
+        .replace("\"0.0.0.0:8080\"", "\"127.0.0.1:0\"")
+        .replace("\"0.0.0.0:9090\"", "\"127.0.0.1:0\"")
+        .replace("\"data/demo\"", &format!("{:?}", dir.path().join("data")))
+        .replace("format = \"human\"", "format = \"json\"");
+    assert_ne!(
+        text, demo,
+        "the demo's ports, data dir and log format were found"
+    );
+    let node = NodeProcess::start(dir.path(), &text).await;
+    node.wait_ready().await;
+    node.wait_component("demo/sims/conveyor4", "active", |c| state(c) == "active")
+        .await;
+    node.wait_component("demo/broker", "active", |c| state(c) == "active")
+        .await;
+    wait_until(SETTLE, || async {
+        node.get("/values")
+            .await
+            .is_some_and(|(code, body)| code == 200 && body.contains("mw.ev.press1.temperature"))
+    })
+    .await
+    .expect("live values of press1 on /values");
+    // press1 fails every 10 s and mixer2 degrades every 12 s.
+    let wait = Duration::from_secs(40);
+    wait_until(wait, || async {
+        node.component("demo/sims/press1")
+            .await
+            .is_some_and(|c| c["restarts"].as_u64() >= Some(1))
+    })
+    .await
+    .expect("press1 is restarted by its supervisor");
+    wait_until(wait, || async {
+        node.component("demo/sims/mixer2")
+            .await
+            .is_some_and(|c| state(&c) == "degraded")
+    })
+    .await
+    .expect("mixer2 goes degraded");
+    assert!(node.metrics().await.contains("mw_component_restarts_total"));
 }
