@@ -278,8 +278,8 @@ where
         }
         let (name, _) = parts
             .iter()
-            .find(|(_, s)| matches!(s, State::Stopped))
-            .unwrap_or(&parts[0]);
+            .find(|(_, s)| matches!(s, State::Stopped | State::Removed))
+            .expect("some part is stopped or removed");
         return State::Degraded {
             facet: Some((*name).to_owned()),
             reason: format!("{name} degraded: not running"),
@@ -565,6 +565,11 @@ mod tests {
         assert_eq!(
             aggregate([("connection", &State::Stopping), ("flow", &deg)]),
             State::Stopping
+        );
+        // The part that is gone is named, not the healthy one.
+        assert_eq!(
+            aggregate([("connection", &State::Idle), ("flow", &State::Removed)]).name(),
+            "degraded_flow"
         );
     }
 
