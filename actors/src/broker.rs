@@ -134,7 +134,7 @@ impl BrokerOptions {
             dlq_dir: data_dir,
             max_attempts: 3,
             ack_timeout: Duration::from_secs(2),
-            max_batch: 512,
+            max_batch: 2048,
             intake_capacity: 1024,
             intake_timeout: Duration::from_secs(5),
             idle_window: Duration::from_secs(30),

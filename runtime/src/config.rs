@@ -340,7 +340,7 @@ pub mod defaults {
     }
     /// `broker.max_batch`.
     pub fn max_batch() -> usize {
-        512
+        2048
     }
     /// `broker.intake_capacity`.
     pub fn intake_capacity() -> usize {
