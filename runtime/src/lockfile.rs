@@ -405,22 +405,19 @@ mod tests {
     #[tokio::test]
     async fn a_live_holder_gets_sigterm_then_sigkill() {
         let dir = tempfile::tempdir().unwrap();
-        // A holder that ignores SIGTERM, so only SIGKILL ends it. It says "ready" once the
-        // trap is installed.
+        // A holder that survives SIGTERM (it only reports it), so only SIGKILL ends it. It
+        // says "ready" once the trap is installed.
         let mut child = std::process::Command::new("sh")
             .args([
                 "-c",
-                "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+                "trap 'echo term' TERM; echo ready; while true; do sleep 0.05; done",
             ])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let mut out = io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        io::BufRead::read_line(
-            &mut io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        io::BufRead::read_line(&mut out, &mut line).unwrap();
         assert_eq!(line.trim(), "ready");
         let pid = child.id() as i32;
         let owner = Owner {
@@ -438,9 +435,17 @@ mod tests {
         assert_eq!(
             status.signal(),
             Some(9),
-            "SIGTERM was ignored, so SIGKILL ended it"
+            "SIGTERM was survived, so SIGKILL ended it"
         );
-        assert!(started.elapsed() < Duration::from_secs(5));
+        let mut rest = String::new();
+        io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(rest.contains("term"), "SIGTERM came first: {rest:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300),
+            "SIGKILL only after the SIGTERM timeout ({waited:?})"
+        );
+        assert!(waited < Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -66,10 +66,17 @@ where
 
 /// Polls `condition` until it is true; gives up after `timeout`.
 ///
-/// ```ignore
-/// wait_until(Duration::from_secs(10), || async { counter.load(Relaxed) == 3 })
+/// ```
+/// # use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+/// # use std::time::Duration;
+/// # use millwright_tests::wait_until;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let counter = AtomicU32::new(0);
+/// wait_until(Duration::from_secs(10), || async { counter.fetch_add(1, Relaxed) + 1 == 3 })
 ///     .await
-///     .expect("three messages arrive");
+///     .expect("the third poll sees three");
+/// # }
 /// ```
 ///
 /// # Errors
