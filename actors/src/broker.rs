@@ -117,6 +117,10 @@ pub struct BrokerOptions {
     pub intake_capacity: usize,
     /// How long a producer waits for room in the intake before [`BrokerError::Busy`].
     pub intake_timeout: Duration,
+    /// How long a producer waits for its receipt once its call is in the intake, before
+    /// [`BrokerError::Stopped`] (the broker is restarting, or its disk is stuck). The events
+    /// may still be made durable later; sending again is harmless.
+    pub receipt_timeout: Duration,
     /// The broker is `idle` after this long without events.
     pub idle_window: Duration,
 }
@@ -137,6 +141,7 @@ impl BrokerOptions {
             max_batch: 2048,
             intake_capacity: 1024,
             intake_timeout: Duration::from_secs(5),
+            receipt_timeout: Duration::from_secs(30),
             idle_window: Duration::from_secs(30),
         }
     }
@@ -163,8 +168,10 @@ pub enum BrokerError {
         /// How long the producer waited.
         waited: Duration,
     },
-    /// The broker stopped or restarted before it acknowledged the call.
-    #[error("broker stopped before it acknowledged the events; send them again")]
+    /// The broker stopped, restarted or stalled before it acknowledged the call.
+    #[error(
+        "broker did not acknowledge the events (it stopped, restarted or stalled); send them again"
+    )]
     Stopped,
     /// The events could neither be delivered nor queued (the disk queue failed, or an event is
     /// larger than a queue segment).
@@ -187,6 +194,9 @@ pub struct Submission {
 #[derive(Debug)]
 pub struct Intake {
     pub(crate) rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Submission>>>,
+    /// The pump of the current incarnation: a new one aborts it (a crashed incarnation's
+    /// pump would otherwise keep the receiver until its next submission).
+    pub(crate) pump: parking_lot::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 /// The producers' side of the broker. Cheap to clone; survives restarts of the actor.
@@ -194,6 +204,7 @@ pub struct Intake {
 pub struct BrokerHandle {
     tx: mpsc::Sender<Submission>,
     timeout: Duration,
+    receipt_timeout: Duration,
     max_batch: usize,
 }
 
@@ -205,10 +216,12 @@ impl BrokerHandle {
             BrokerHandle {
                 tx,
                 timeout: options.intake_timeout,
+                receipt_timeout: options.receipt_timeout,
                 max_batch: options.max_batch.max(1),
             },
             std::sync::Arc::new(Intake {
                 rx: std::sync::Arc::new(tokio::sync::Mutex::new(rx)),
+                pump: parking_lot::Mutex::new(None),
             }),
         )
     }
@@ -231,7 +244,8 @@ impl BrokerHandle {
     ///
     /// # Errors
     /// [`BrokerError::Busy`] when the intake stays full for the intake timeout,
-    /// [`BrokerError::Stopped`] when the broker goes away before acknowledging,
+    /// [`BrokerError::Stopped`] when the broker goes away before acknowledging or no receipt
+    /// comes within the receipt timeout,
     /// [`BrokerError::NotDurable`] when the disk queue cannot take the events.
     ///
     /// # Cancel safety
@@ -270,7 +284,10 @@ impl BrokerHandle {
             }
             Err(mpsc::error::SendTimeoutError::Closed(_)) => return Err(BrokerError::Stopped),
         }
-        done.await.unwrap_or(Err(BrokerError::Stopped))
+        match tokio::time::timeout(self.receipt_timeout, done).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(BrokerError::Stopped),
+        }
     }
 }
 

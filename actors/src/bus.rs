@@ -445,6 +445,17 @@ impl Bus {
         }
     }
 
+    /// How many times the NATS client has (re)connected; constant on the embedded bus. Two
+    /// reads that differ mean a reconnect happened in between: whatever the client had
+    /// written to the old socket may never have reached the server, so a flush that succeeds
+    /// on the new connection does not confirm it.
+    pub fn connection_epoch(&self) -> u64 {
+        match &self.backend {
+            Backend::Embedded(..) => 0,
+            Backend::Nats(b) => b.connection_epoch(),
+        }
+    }
+
     /// A watch of the connection state, updated on every connection event.
     pub fn watch_connection(&self) -> watch::Receiver<ConnectionState> {
         match &self.backend {

@@ -122,6 +122,7 @@ pub fn broker_options(config: &Config) -> BrokerOptions {
     o.max_batch = b.max_batch;
     o.intake_capacity = b.intake_capacity;
     o.intake_timeout = b.intake_timeout;
+    o.receipt_timeout = b.receipt_timeout;
     o.idle_window = config.node.idle_window;
     o
 }

@@ -142,6 +142,11 @@ pub struct BrokerConfig {
     #[serde(default = "defaults::intake_timeout", with = "duration")]
     #[schemars(with = "duration::Human")]
     pub intake_timeout: Duration,
+    /// How long a producer waits for its receipt once its call is taken, before the call
+    /// fails as not acknowledged (the broker is restarting or its disk is stuck).
+    #[serde(default = "defaults::receipt_timeout", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub receipt_timeout: Duration,
     /// Hard cap on the disk queue's size in bytes; at the cap the oldest events are shed
     /// (counted in `mw_disk_queue_shed_total` and logged).
     #[serde(default = "defaults::queue_max_bytes")]
@@ -350,6 +355,10 @@ pub mod defaults {
     pub fn intake_timeout() -> Duration {
         Duration::from_secs(5)
     }
+    /// `broker.receipt_timeout`.
+    pub fn receipt_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
     /// `broker.queue_max_bytes`: 1 GiB.
     pub fn queue_max_bytes() -> u64 {
         1 << 30
@@ -454,6 +463,7 @@ impl Default for BrokerConfig {
             max_batch: defaults::max_batch(),
             intake_capacity: defaults::intake_capacity(),
             intake_timeout: defaults::intake_timeout(),
+            receipt_timeout: defaults::receipt_timeout(),
             queue_max_bytes: defaults::queue_max_bytes(),
             queue_segment_bytes: defaults::queue_segment_bytes(),
             queue_sync: defaults::queue_sync(),

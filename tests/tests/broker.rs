@@ -43,7 +43,15 @@ async fn nats_bus(server: &NatsServer) -> Bus {
     opts.retry_on_initial_connect = true;
     opts.ping_interval = Duration::from_millis(500);
     opts.reconnect_delay_max = Duration::from_millis(200);
-    Bus::connect_nats(opts).await.unwrap()
+    let bus = Bus::connect_nats(opts).await.unwrap();
+    // `retry_on_initial_connect` returns before the connection is up; the tests start from a
+    // connected client (what happens before is the node tests' business).
+    wait_until(WAIT, || async {
+        bus.connection_state() == millwright_actors::bus::ConnectionState::Connected
+    })
+    .await
+    .expect("connects");
+    bus
 }
 
 async fn rig(bus: Bus, tweak: impl FnOnce(&mut BrokerOptions)) -> Rig {
@@ -467,4 +475,101 @@ async fn the_intake_bounds_producers_with_a_busy_error_instead_of_blocking() {
         "the other waits for a broker to take it"
     );
     held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_under_the_broker_is_created_again_and_nothing_is_lost() {
+    let server = NatsServer::start().await;
+    let bus = nats_bus(&server).await;
+    let js = jetstream::new(bus.nats_client().unwrap().clone());
+    let dir = tempfile::tempdir().unwrap();
+    let rig = spawn(bus, options(dir.path(), DeliveryMode::Jetstream), dir).await;
+    rig.handle
+        .publish_batch((0..10).map(event).collect())
+        .await
+        .unwrap();
+    js.delete_stream("MW_EVENTS").await.unwrap();
+    let r = rig
+        .handle
+        .publish_batch((10..20).map(event).collect())
+        .await
+        .unwrap();
+    assert_eq!(r.delivered + r.queued, 10);
+    let stored = wait_for(WAIT, || {
+        let js = js.clone();
+        async move {
+            let mut s = js.get_stream("MW_EVENTS").await.ok()?;
+            let n = s.info().await.ok()?.state.messages;
+            (n == 10).then_some(n)
+        }
+    })
+    .await
+    .expect("the stream is created again and the 10 later events land in it");
+    assert_eq!(stored, 10);
+    assert_eq!(
+        rig.stats().await.dead_letters,
+        0,
+        "a missing stream is not the events' fault"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_holds_events_in_the_queue_instead_of_dead_lettering_them() {
+    let server = NatsServer::start().await;
+    let bus = nats_bus(&server).await;
+    let js = jetstream::new(bus.nats_client().unwrap().clone());
+    let full = |max_messages| stream::Config {
+        name: "MW_EVENTS".into(),
+        subjects: vec!["mw.ev.>".into()],
+        max_messages,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    js.create_stream(full(10)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rig = spawn(bus, options(dir.path(), DeliveryMode::Jetstream), dir).await;
+    let r = rig
+        .handle
+        .publish_batch((0..30).map(event).collect())
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 10, "{r:?}");
+    assert_eq!(r.queued, 20);
+    // The refusals open the breaker (a full stream is the server's state, not the events').
+    wait_until(WAIT, || async { rig.stats().await.breaker != "closed" })
+        .await
+        .expect("a full stream trips the breaker");
+    let stats = rig.stats().await;
+    assert_eq!(stats.dead_letters, 0, "{stats:?}");
+    assert_eq!(stats.queue_depth, 20, "{stats:?}");
+    js.update_stream(full(-1)).await.unwrap();
+    wait_until(WAIT, || async { rig.stats().await.queue_depth == 0 })
+        .await
+        .expect("drains once the stream has room");
+    let mut s = js.get_stream("MW_EVENTS").await.unwrap();
+    assert_eq!(s.info().await.unwrap().state.messages, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_the_disk_queue_fails_only_its_own_call() {
+    let server = NatsServer::start().await;
+    let bus = nats_bus(&server).await;
+    let rig = rig(bus, |o| {
+        o.queue.segment_bytes = 8 << 10;
+        o.queue.max_bytes = 64 << 10;
+    })
+    .await;
+    let big = Envelope::new(
+        "load",
+        "mw.ev.load.big",
+        serde_json::json!("x".repeat(20_000)),
+    );
+    let err = rig.handle.publish(big).await.unwrap_err();
+    assert!(
+        err.to_string().contains("queue_segment_bytes"),
+        "says what to change: {err}"
+    );
+    let ok = rig.handle.publish(event(1)).await.unwrap();
+    assert_eq!(ok.delivered, 1);
 }

@@ -38,7 +38,9 @@ use super::dead_letter::{DeadLetter, DeadLetterQueue};
 use super::delivery::{Delivery, Failure, Outgoing};
 use super::disk_queue::{DiskQueue, SyncPolicy};
 use super::dlq_admin::{self, DlqCommand, DlqReply};
-use super::{BrokerError, BrokerOptions, DeliveryMode, Intake, Receipt, Submission, stream};
+use super::{
+    BrokerError, BrokerOptions, DeliveryMode, Intake, Receipt, StreamError, Submission, stream,
+};
 use crate::bus::{Bus, ConnectionState};
 use crate::lifecycle::{Event, Lifecycle, State};
 use crate::status::StatusBoard;
@@ -210,7 +212,9 @@ impl Actor for Broker {
             opts.ack_timeout,
             opts.max_batch * 2,
         );
-        let connected = delivery.connected();
+        // Watch first, then read: a connection made in between is not missed.
+        let mut watch = args.bus.watch_connection();
+        let connected = *watch.borrow_and_update() == ConnectionState::Connected;
         let mut state = BrokerState {
             breaker: CircuitBreaker::new(opts.breaker),
             stream_ready: opts.mode == DeliveryMode::Core,
@@ -229,16 +233,20 @@ impl Actor for Broker {
             args,
         };
         if state.connected {
-            state.ensure_stream().await;
+            if state.args.options.mode == DeliveryMode::Jetstream {
+                let _ = state.ensure_stream().await;
+            }
         } else {
             state.impaired =
                 Some("nats not connected yet; events go to the disk queue until it is".to_owned());
         }
 
-        state.pump = Some(spawn_pump(&myself, &state.args));
-        state
-            .tasks
-            .push(spawn_connection_watch(&myself, &state.args.bus));
+        let pump = spawn_pump(&myself, &state.args);
+        if let Some(previous) = state.args.intake.pump.lock().replace(pump.abort_handle()) {
+            previous.abort();
+        }
+        state.pump = Some(pump);
+        state.tasks.push(spawn_connection_watch(&myself, watch));
         let tick = match state.args.options.queue.sync {
             SyncPolicy::Interval(d) => d.clamp(Duration::from_millis(10), Duration::from_secs(1)),
             _ => Duration::from_millis(250),
@@ -327,7 +335,7 @@ impl Actor for Broker {
             }
             BrokerMsg::Drain => state.drain(&myself).await,
             BrokerMsg::Connection(c) => state.connection(&myself, c).await,
-            BrokerMsg::Tick => state.tick(&myself),
+            BrokerMsg::Tick => state.tick(&myself).await,
             BrokerMsg::Dlq(command, reply) => {
                 let _ = reply.send(state.dlq_command(&myself, &command));
             }
@@ -368,8 +376,10 @@ fn spawn_pump(myself: &ActorRef<BrokerMsg>, args: &BrokerArgs) -> JoinHandle<()>
     })
 }
 
-fn spawn_connection_watch(myself: &ActorRef<BrokerMsg>, bus: &Bus) -> JoinHandle<()> {
-    let mut watch = bus.watch_connection();
+fn spawn_connection_watch(
+    myself: &ActorRef<BrokerMsg>,
+    mut watch: tokio::sync::watch::Receiver<ConnectionState>,
+) -> JoinHandle<()> {
     let me = myself.clone();
     tokio::spawn(async move {
         while watch.changed().await.is_ok() {
@@ -387,28 +397,59 @@ impl BrokerState {
     }
 
     async fn deliver(&mut self, myself: &ActorRef<BrokerMsg>, subs: Vec<Submission>) {
-        let outgoing: Vec<Outgoing> = subs
-            .iter()
-            .flat_map(|s| s.events.iter().map(Outgoing::from_envelope))
-            .collect();
+        // A call with an event too large for a queue segment is refused whole, up front: it
+        // could never be made durable here, and it must not fail the calls batched with it.
+        let max = self.queue.options().max_payload();
+        let mut accepted = Vec::with_capacity(subs.len());
+        let mut outgoing: Vec<Outgoing> = Vec::new();
+        for s in subs {
+            let start = outgoing.len();
+            outgoing.extend(s.events.iter().map(Outgoing::from_envelope));
+            if let Some(big) = outgoing[start..]
+                .iter()
+                .find(|o| o.record_len() as u64 > max)
+            {
+                let reason = format!(
+                    "event {} is {} bytes, more than the largest the disk queue holds ({max}); \
+                     raise broker.queue_segment_bytes or send smaller events",
+                    big.id,
+                    big.record_len()
+                );
+                outgoing.truncate(start);
+                outcome("rejected", s.events.len() as u64);
+                let _ = s.ack.send(Err(BrokerError::NotDurable { reason }));
+            } else {
+                accepted.push(s);
+            }
+        }
+        let subs = accepted;
         // Per event: true when delivered, false when it must be queued.
         let mut delivered = vec![false; outgoing.len()];
         let mut event_failures: Vec<(usize, String)> = Vec::new();
-        if self.direct_allowed() {
+        if !outgoing.is_empty() && self.direct_allowed() {
             let results = self.delivery.deliver(&outgoing).await;
             let mut connection_failure = None;
+            let mut reached_nats = false;
             for (i, r) in results.into_iter().enumerate() {
                 match r {
-                    Ok(()) => delivered[i] = true,
-                    Err(Failure::Event(reason)) => event_failures.push((i, reason)),
-                    Err(Failure::Connection(reason)) => {
-                        connection_failure.get_or_insert(reason);
+                    Ok(()) => {
+                        delivered[i] = true;
+                        reached_nats = true;
+                    }
+                    Err(Failure::Event(reason)) => {
+                        reached_nats = true;
+                        event_failures.push((i, reason));
+                    }
+                    Err(Failure::Rejected(reason)) => event_failures.push((i, reason)),
+                    Err(f @ (Failure::Connection(_) | Failure::StreamMissing(_))) => {
+                        connection_failure.get_or_insert(f);
                     }
                 }
             }
             match connection_failure {
-                Some(reason) => self.on_connection_failure(&reason),
-                None => self.on_nats_success(),
+                Some(f) => self.on_connection_failure(&f),
+                None if reached_nats => self.on_nats_success(),
+                None => {}
             }
         }
         let to_queue: Vec<usize> = (0..outgoing.len()).filter(|&i| !delivered[i]).collect();
@@ -417,7 +458,7 @@ impl BrokerState {
             let records: Vec<Outgoing> = to_queue.iter().map(|&i| outgoing[i].clone()).collect();
             match self.append(&records) {
                 Ok(seqs) => {
-                    // An event the server refused on the direct path has had its first attempt.
+                    // An event refused on the direct path has had its first attempt.
                     for (i, reason) in event_failures {
                         let pos = to_queue
                             .binary_search(&i)
@@ -498,9 +539,14 @@ impl BrokerState {
             return; // `Connection(Connected)` schedules the next round.
         }
         if !self.stream_ready {
-            self.ensure_stream().await;
-            if !self.stream_ready {
-                self.schedule_drain(myself, Duration::from_secs(1));
+            let retry = match self.ensure_stream().await {
+                Ok(()) => None,
+                Err(e) if e.is_retryable() => Some(Duration::from_secs(1)),
+                // A conflict needs an operator: check again now and then, quietly.
+                Err(_) => Some(Duration::from_secs(30)),
+            };
+            if let Some(wait) = retry {
+                self.schedule_drain(myself, wait);
                 return;
             }
         }
@@ -557,12 +603,19 @@ impl BrokerState {
                     drained += 1;
                     done_through = Some(seq);
                 }
-                Err(Failure::Connection(reason)) => {
-                    connection_failure = Some(reason);
+                Err(f @ (Failure::Connection(_) | Failure::StreamMissing(_))) => {
+                    connection_failure = Some(f);
                     break;
                 }
-                Err(Failure::Event(reason)) => {
-                    let max_attempts = self.args.options.max_attempts.max(1);
+                Err(f @ (Failure::Event(_) | Failure::Rejected(_))) => {
+                    // A rejected event can never be published: no retries.
+                    let max_attempts = match f {
+                        Failure::Rejected(_) => 1,
+                        _ => self.args.options.max_attempts.max(1),
+                    };
+                    let (Failure::Event(reason) | Failure::Rejected(reason)) = f else {
+                        unreachable!("matched above")
+                    };
                     let a = self.attempts.entry(seq).or_insert_with(|| Attempts {
                         count: 0,
                         last_error: String::new(),
@@ -604,8 +657,8 @@ impl BrokerState {
         outcome("drained", drained);
         outcome("dead_lettered", dead);
         match connection_failure {
-            Some(reason) => {
-                self.on_connection_failure(&reason);
+            Some(f) => {
+                self.on_connection_failure(&f);
                 let wait = match self.breaker.allow() {
                     Ok(()) => {
                         // Still closed (fewer failures than the threshold): report this probe
@@ -617,7 +670,14 @@ impl BrokerState {
                 self.schedule_drain(myself, wait.max(Duration::from_millis(10)));
             }
             None => {
-                self.on_nats_success();
+                if !batch.is_empty() {
+                    self.on_nats_success();
+                }
+                if self.queue.is_empty() {
+                    // Drained: health follows the connection, not a breaker still counting
+                    // its half-open successes.
+                    self.clear_impaired_if_connected();
+                }
                 if let Some(wait) = retry_after {
                     self.schedule_drain(myself, wait);
                 } else if !self.queue.is_empty() {
@@ -681,10 +741,16 @@ impl BrokerState {
             self.breaker.reset();
             self.impaired = None;
             if !self.stream_ready {
-                self.ensure_stream().await;
+                let _ = self.ensure_stream().await;
             }
+            // Drain now, even if a drain was scheduled for the end of a long open window.
+            self.drain_scheduled = false;
             self.schedule_drain(myself, Duration::ZERO);
         } else {
+            if self.args.options.mode == DeliveryMode::Jetstream {
+                // The server that comes back may have lost the stream: check it again.
+                self.stream_ready = false;
+            }
             self.breaker.trip();
             self.impaired = Some(format!(
                 "nats {c}; events go to the disk queue until it is back"
@@ -694,7 +760,15 @@ impl BrokerState {
         self.refresh_health();
     }
 
-    fn on_connection_failure(&mut self, reason: &str) {
+    fn on_connection_failure(&mut self, failure: &Failure) {
+        let (Failure::Connection(reason) | Failure::StreamMissing(reason)) = failure else {
+            return;
+        };
+        if matches!(failure, Failure::StreamMissing(_)) {
+            // Create it again before the next round (after a server lost its store, or an
+            // operator deleted it).
+            self.stream_ready = false;
+        }
         self.breaker.on_failure();
         if self.impaired.is_none() {
             tracing::warn!(error = %reason, "broker: nats publish failed; events go to the disk queue");
@@ -707,41 +781,53 @@ impl BrokerState {
 
     fn on_nats_success(&mut self) {
         self.breaker.on_success();
-        if self.connected
-            && self.stream_ready
-            && matches!(
-                self.breaker.state(),
-                millwright_plugin_sdk::circuit_breaker::BreakerState::Closed
-            )
-        {
+        if matches!(
+            self.breaker.state(),
+            millwright_plugin_sdk::circuit_breaker::BreakerState::Closed
+        ) {
+            self.clear_impaired_if_connected();
+        }
+    }
+
+    fn clear_impaired_if_connected(&mut self) {
+        if self.connected && self.stream_ready {
             self.impaired = None;
         }
     }
 
-    async fn ensure_stream(&mut self) {
+    async fn ensure_stream(&mut self) -> Result<(), StreamError> {
         let Some(js) = self.delivery.jetstream() else {
-            if self.args.options.mode == DeliveryMode::Jetstream {
-                self.impaired =
-                    Some("jetstream mode needs a NATS bus (set [bus] nats_url)".to_owned());
-            }
-            return;
+            let e = StreamError::Unavailable {
+                stream: self.args.options.stream.name.clone(),
+                reason: "jetstream mode needs a NATS bus (set [bus] nats_url)".to_owned(),
+            };
+            self.impaired = Some(e.to_string());
+            return Err(e);
         };
         match stream::ensure(js, &self.args.options.stream).await {
             Ok(()) => {
                 self.stream_ready = true;
                 self.impaired = None;
+                Ok(())
             }
             Err(e) => {
-                if !e.is_retryable() {
+                let reason = format!("{e}; events go to the disk queue");
+                if !e.is_retryable() && self.impaired.as_deref() != Some(reason.as_str()) {
                     tracing::error!(error = %e, "broker cannot use its jetstream stream; events stay in the disk queue");
                     self.lifecycle.record_error(&e);
                 }
-                self.impaired = Some(format!("{e}; events go to the disk queue"));
+                self.impaired = Some(reason);
+                Err(e)
             }
         }
     }
 
-    fn tick(&mut self, myself: &ActorRef<BrokerMsg>) {
+    async fn tick(&mut self, myself: &ActorRef<BrokerMsg>) {
+        // A connection change the watch did not report (it keeps only the latest value).
+        let now = self.args.bus.connection_state();
+        if (now == ConnectionState::Connected) != self.connected {
+            self.connection(myself, now).await;
+        }
         if let Err(e) = blocking(|| self.queue.maybe_sync(std::time::Instant::now())) {
             tracing::error!(error = %e, "broker disk queue sync failed");
             self.lifecycle.record_error(&e);

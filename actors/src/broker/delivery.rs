@@ -8,10 +8,19 @@
 //! - `jetstream`: publish every event with `Nats-Msg-Id` = the envelope id and await all the
 //!   PubAcks at once (so a batch costs one round trip, not one per event).
 //!
-//! A failure is [`Failure::Event`] only when it is specific to that event: an invalid subject,
-//! a payload over the server's limit, an error answer from the stream (it refused the
-//! message), or no stream capturing the subject while the configured stream exists. Everything
-//! else (a timeout, a broken connection, no JetStream at all) is [`Failure::Connection`].
+//! Each event's failure is one of:
+//!
+//! - [`Failure::Rejected`]: the event can never be published as it is (an invalid subject or
+//!   header, a payload over the server's limit): it goes to the DLQ at once, no retries;
+//! - [`Failure::Event`]: the stream refused this message for a reason of its own (too large for
+//!   the stream, a wrong expected sequence or id), or no stream captures its subject while the
+//!   configured stream exists: it counts as one delivery attempt;
+//! - [`Failure::StreamMissing`]: the configured stream is gone (deleted, or a server restarted
+//!   without its store): not the event's fault; the broker creates the stream again;
+//! - [`Failure::Connection`]: everything else: a timeout, a broken connection, a reconnect
+//!   during the round, a server that is out of resources or electing a leader, a stream that is
+//!   full. Never an attempt: it feeds the breaker, or one outage would empty the queue into the
+//!   DLQ.
 
 use std::time::Duration;
 
@@ -20,7 +29,7 @@ use bytes::Bytes;
 use millwright_plugin_sdk::event::{Envelope, EventId};
 
 use super::DeliveryMode;
-use crate::bus::{Bus, BusError, ConnectionState, Headers, MSG_ID_HEADER, Message};
+use crate::bus::{Bus, BusError, Headers, MSG_ID_HEADER, Message};
 
 /// An event ready for the wire and for the disk queue: its id, its subject and its JSON.
 #[derive(Debug, Clone)]
@@ -40,6 +49,11 @@ impl Outgoing {
             subject: env.subject.clone(),
             json: Bytes::from(env.to_json_bytes()),
         }
+    }
+
+    /// The length of [`to_record`](Self::to_record)'s output, without building it.
+    pub(crate) fn record_len(&self) -> usize {
+        1 + 16 + 2 + self.subject.len().min(usize::from(u16::MAX)) + self.json.len()
     }
 
     /// The disk queue record: `[1][id: 16 bytes BE][subject len: u16 BE][subject][json]`, so a
@@ -89,13 +103,17 @@ impl Outgoing {
     }
 }
 
-/// Why one event was not confirmed.
+/// Why one event was not confirmed (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// NATS is unreachable or too slow: not the event's fault, not an attempt.
+    /// NATS is unreachable, too slow or out of resources: not an attempt.
     Connection(String),
-    /// The server refused this event: an attempt.
+    /// The configured stream does not exist (any more): not an attempt.
+    StreamMissing(String),
+    /// The stream refused this event: an attempt.
     Event(String),
+    /// The event can never be published: straight to the DLQ.
+    Rejected(String),
 }
 
 /// The NATS side, in one of the two modes.
@@ -140,11 +158,6 @@ impl Delivery {
         self.js.as_ref()
     }
 
-    /// Whether the connection is up now.
-    pub(crate) fn connected(&self) -> bool {
-        self.bus.connection_state() == ConnectionState::Connected
-    }
-
     /// Hands `events` to NATS; one result per event, in order.
     pub(crate) async fn deliver(&self, events: &[Outgoing]) -> Vec<Result<(), Failure>> {
         match (&self.js, self.mode) {
@@ -155,6 +168,7 @@ impl Delivery {
 
     async fn deliver_core(&self, events: &[Outgoing]) -> Vec<Result<(), Failure>> {
         let mut out = Vec::with_capacity(events.len());
+        let epoch = self.bus.connection_epoch();
         let mut down: Option<String> = None;
         let mut sent = false;
         for ev in events {
@@ -164,7 +178,7 @@ impl Delivery {
             }
             let mut headers = Headers::new();
             if let Err(e) = headers.insert(MSG_ID_HEADER, &ev.id.to_string()) {
-                out.push(Err(Failure::Event(e.to_string())));
+                out.push(Err(Failure::Rejected(e.to_string())));
                 continue;
             }
             let msg = Message {
@@ -179,16 +193,21 @@ impl Delivery {
                     out.push(Ok(()));
                 }
                 Err(e) => match classify_bus(&e) {
-                    f @ Failure::Event(_) => out.push(Err(f)),
-                    Failure::Connection(reason) => {
+                    Failure::Connection(reason) | Failure::StreamMissing(reason) => {
                         out.push(Err(Failure::Connection(reason.clone())));
                         down = Some(reason);
                     }
+                    f => out.push(Err(f)),
                 },
             }
         }
         if sent {
             let flushed = match tokio::time::timeout(self.ack_timeout, self.bus.flush()).await {
+                // A flush answered on a new connection does not confirm what was written to
+                // the old one.
+                Ok(Ok(())) if self.bus.connection_epoch() != epoch => {
+                    Err("the connection was re-established during the round".to_owned())
+                }
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(format!("flush failed: {e}")),
                 Err(_) => Err(format!(
@@ -264,13 +283,15 @@ impl Delivery {
         if !no_stream.is_empty() {
             // "No responders": either no stream captures this subject (the event's problem),
             // or the stream itself is gone or not loaded yet (a server restart: not the event's).
-            let failure = match js.get_stream_no_info(&self.stream).await {
+            let failure = match js.get_stream(&self.stream).await {
                 Ok(_) => Failure::Event(format!(
                     "no jetstream stream captures this subject (stream {} exists but does not \
                      list it)",
                     self.stream
                 )),
-                Err(e) => Failure::Connection(format!("stream {} not available: {e}", self.stream)),
+                Err(e) => {
+                    Failure::StreamMissing(format!("stream {} not available: {e}", self.stream))
+                }
             };
             for i in no_stream {
                 out[i] = Err(failure.clone());
@@ -284,10 +305,19 @@ fn classify_bus(e: &BusError) -> Failure {
     match e {
         BusError::InvalidSubject { .. }
         | BusError::InvalidHeader(_)
-        | BusError::PayloadTooLarge { .. } => Failure::Event(e.to_string()),
+        | BusError::PayloadTooLarge { .. } => Failure::Rejected(e.to_string()),
         _ => Failure::Connection(e.to_string()),
     }
 }
+
+/// Server error codes that are about one message, not the server or the stream's state.
+const PER_MESSAGE_CODES: [jetstream::ErrorCode; 5] = [
+    jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM,
+    jetstream::ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM,
+    jetstream::ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID,
+    jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
+    jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
+];
 
 enum Classified {
     Failure(Failure),
@@ -302,19 +332,22 @@ fn classify_jetstream(e: &jetstream::context::PublishError) -> Classified {
     };
     Classified::Failure(match e.kind() {
         PublishErrorKind::StreamNotFound => return Classified::NoStream,
-        PublishErrorKind::WrongLastMessageId
-        | PublishErrorKind::WrongLastSequence
-        | PublishErrorKind::MaxPayloadExceeded => Failure::Event(text),
+        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
+            Failure::Event(text)
+        }
+        PublishErrorKind::MaxPayloadExceeded => Failure::Rejected(text),
         PublishErrorKind::TimedOut
         | PublishErrorKind::BrokenPipe
         | PublishErrorKind::MaxAckPending => Failure::Connection(text),
-        // An error answer from the stream (it refused this message) is the event's; anything
-        // else under `Other` (the client closed, an unreadable answer) is the connection's.
+        // An error answer about this message is the event's. Every other answer (out of
+        // resources, stream full, JetStream temporarily unavailable) and anything else under
+        // `Other` (the client closed, an unreadable answer) is not: retrying later can work.
         _ => {
-            let from_server = e
+            let per_message = e
                 .source()
-                .is_some_and(|s| s.downcast_ref::<jetstream::Error>().is_some());
-            if from_server {
+                .and_then(|s| s.downcast_ref::<jetstream::Error>())
+                .is_some_and(|j| PER_MESSAGE_CODES.contains(&j.error_code()));
+            if per_message {
                 Failure::Event(text)
             } else {
                 Failure::Connection(text)
@@ -354,7 +387,7 @@ mod tests {
             size: 10,
             max: 1,
         };
-        assert!(matches!(classify_bus(&too_large), Failure::Event(_)));
+        assert!(matches!(classify_bus(&too_large), Failure::Rejected(_)));
         let down = BusError::Disconnected {
             operation: "publish",
             subject: String::new(),

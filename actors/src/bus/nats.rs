@@ -178,6 +178,9 @@ struct Shared {
     subjects: RwLock<foldhash::HashMap<Box<str>, async_nats::Subject>>,
     state: watch::Sender<ConnectionState>,
     slow_consumer_drops: AtomicU64,
+    /// Connections established so far: a change between two reads means the client
+    /// reconnected in between (and what it had buffered for the old socket may be lost).
+    connects: AtomicU64,
     last_slow_warn: Mutex<Option<Instant>>,
 }
 
@@ -195,6 +198,7 @@ impl Shared {
         let name = self.name.as_str();
         match event {
             Event::Connected => {
+                self.connects.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(connection = name, "connected to nats");
                 self.set_state(ConnectionState::Connected);
             }
@@ -270,6 +274,7 @@ impl Nats {
             subjects: RwLock::default(),
             state,
             slow_consumer_drops: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
             last_slow_warn: Mutex::new(None),
         });
         let (min, max) = (opts.reconnect_delay_min, opts.reconnect_delay_max);
@@ -342,6 +347,11 @@ impl Nats {
 
     pub(crate) fn slow_consumer_drops(&self) -> u64 {
         self.shared.slow_consumer_drops.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn connection_epoch(&self) -> u64 {
+        // A connection made before `connect` returned reports no event; count it as epoch 1.
+        self.shared.connects.load(Ordering::SeqCst)
     }
 
     #[inline]

@@ -237,6 +237,7 @@ fn broker(out: &mut Vec<Problem>, config: &Config) {
         ("duplicate_window", b.duplicate_window),
         ("ack_timeout", b.ack_timeout),
         ("intake_timeout", b.intake_timeout),
+        ("receipt_timeout", b.receipt_timeout),
         ("breaker_open", b.breaker_open),
         ("breaker_open_max", b.breaker_open_max),
     ] {
