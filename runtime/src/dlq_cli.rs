@@ -2,8 +2,8 @@
 //!
 //! The command finds the node from its config. When a node holds the data dir (its lockfile
 //! names a live process) the command goes to that node: over the control subject
-//! `<prefix>.ctl.<node>.dlq` when the node runs on NATS, else over `POST /control/dlq` at the
-//! HTTP address the node recorded in `<data_dir>/endpoints.json`. When no node runs, it opens
+//! `<prefix>.ctl.<node>.dlq` when the node runs on NATS (and NATS answers), else over
+//! `POST /control/dlq` at the HTTP address the node recorded in `<data_dir>/endpoints.json`. When no node runs, it opens
 //! the stores in the data dir itself. Either way the result is the same.
 
 use std::path::{Path, PathBuf};
@@ -131,7 +131,14 @@ fn online(config: &Config, command: &DlqCommand, pid: i32) -> Result<DlqReply, S
     runtime.block_on(async {
         let body = serde_json::to_vec(command).map_err(|e| e.to_string())?;
         let answer = match &config.bus.nats_url {
-            Some(url) => over_nats(config, url, body).await?,
+            // Over the control subject; when NATS itself is what is down, through the node's
+            // HTTP port instead.
+            Some(url) => match over_nats(config, url, body.clone()).await {
+                Ok(answer) => answer,
+                Err(nats) => over_http(&config.node.data_dir, pid, body)
+                    .await
+                    .map_err(|http| format!("{nats}; and over HTTP: {http}"))?,
+            },
             None => over_http(&config.node.data_dir, pid, body).await?,
         };
         let reply: ControlReply = serde_json::from_slice(&answer)
@@ -148,6 +155,7 @@ fn online(config: &Config, command: &DlqCommand, pid: i32) -> Result<DlqReply, S
 async fn over_nats(config: &Config, url: &str, body: Vec<u8>) -> Result<Bytes, String> {
     let mut opts = NatsOptions::new(url);
     opts.name = "millwright-dlq".to_owned();
+    opts.connect_timeout = Duration::from_secs(3);
     let bus = Bus::connect_nats(opts).await.map_err(|e| e.to_string())?;
     let scheme = SubjectScheme::new(config.bus.prefix.clone()).map_err(|e| e.to_string())?;
     let subject = scheme.control(&config.node.name, DLQ_VERB);

@@ -538,3 +538,105 @@ async fn millwright_dlq_lists_shows_replays_and_purges_on_a_running_and_a_stoppe
     let (ok, text) = dlq(&node.config_path, &["replay"]);
     assert!(!ok, "replay needs an id or --all: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_disk_queue_cap_the_oldest_are_shed_counted_exactly_and_the_node_stays_up() {
+    // The node reaches NATS through a proxy that refuses connections (NATS is "down" for it),
+    // while the test's subscriber stays connected to the server itself.
+    let nats = NatsServer::start().await;
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", nats.port()).parse().unwrap());
+    proxy.set_mode(Mode::Refuse);
+    let url = format!("nats://127.0.0.1:{}", proxy.port());
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut sub = watcher.subscribe("mw.ev.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        "cap",
+        dir.path(),
+        &format!(
+            "{}queue_max_bytes = 262144\nqueue_segment_bytes = 65536\n",
+            broker_config(&url, "core")
+        ),
+    );
+    let node = NodeProcess::start(dir.path(), &cfg).await;
+    node.wait_ready().await;
+    let total = 5_000;
+    for start in (0..total).step_by(BATCH) {
+        let batch: Vec<Envelope> = (start..start + BATCH).map(event).collect();
+        let started = Instant::now();
+        let (answer, retries) = post_until_acked(&node, &batch).await;
+        assert_eq!(retries, 0, "never refused at the cap");
+        assert_eq!(answer["queued"], BATCH);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never blocks at the cap"
+        );
+    }
+    let broker = node.broker().await.unwrap();
+    let (shed, depth) = (
+        broker["shed"].as_u64().unwrap(),
+        broker["queue_depth"].as_u64().unwrap(),
+    );
+    assert!(shed > 0, "{broker}");
+    assert_eq!(
+        shed + depth,
+        total as u64,
+        "every event is either kept or counted: {broker}"
+    );
+    assert!(
+        broker["queue_bytes"].as_u64().unwrap() <= 262_144,
+        "{broker}"
+    );
+    let metric = node
+        .metrics()
+        .await
+        .lines()
+        .find(|l| l.starts_with("mw_disk_queue_shed_total"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64);
+    assert_eq!(
+        metric,
+        Some(shed),
+        "the metric counts exactly what was shed"
+    );
+    assert!(
+        node.logs()
+            .iter()
+            .any(|l| l["message"].as_str().unwrap_or("").contains("shed")),
+        "shedding is logged"
+    );
+
+    proxy.set_mode(Mode::Pass);
+    let mut seen = HashSet::new();
+    while seen.len() < depth as usize {
+        let msg = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {depth} arrived", seen.len()))
+            .unwrap();
+        seen.insert(
+            Envelope::from_json_slice(&msg.payload).unwrap().payload["seq"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let newest: HashSet<u64> = (shed..total as u64).collect();
+    assert_eq!(seen, newest, "the survivors are exactly the newest events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn millwright_dlq_reaches_a_running_node_on_the_embedded_bus_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &config("eh", dir.path(), "")).await;
+    node.wait_ready().await;
+    let endpoints: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("endpoints.json")).unwrap()).unwrap();
+    assert_eq!(endpoints["http"], node.http.to_string(), "{endpoints}");
+    let (ok, text) = dlq(&node.config_path, &["--json", "list"]);
+    assert!(ok, "{text}");
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listed["total"], 0);
+    // The node holds the data dir: the CLI went through it, not around it (the redb file is
+    // locked by the node, so opening it directly would have failed).
+    let (ok, text) = dlq(&node.config_path, &["purge", "--all"]);
+    assert!(ok && text.contains("purged 0"), "{text}");
+}
