@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::lifecycle::State;
+use crate::lifecycle::{State, aggregate};
 
 /// How many state changes a slow observer may lag behind before it misses some.
 const CHANGE_BUFFER: usize = 1024;
@@ -59,6 +59,9 @@ pub struct StateChange {
 #[derive(Debug)]
 struct Inner {
     components: RwLock<BTreeMap<String, ComponentStatus>>,
+    /// The own state of each composite component (a supervisor); what the board shows for it
+    /// is [`aggregate`] of that and its direct children's states.
+    composites: RwLock<BTreeMap<String, State>>,
     changes: broadcast::Sender<StateChange>,
 }
 
@@ -81,6 +84,7 @@ impl StatusBoard {
         Self {
             inner: Arc::new(Inner {
                 components: RwLock::new(BTreeMap::new()),
+                composites: RwLock::new(BTreeMap::new()),
                 changes,
             }),
         }
@@ -112,20 +116,93 @@ impl StatusBoard {
         });
     }
 
-    /// Sets the state of `id` (registering it as kind `unknown` if needed).
+    /// Registers `id` as a composite component: its direct children are the ids under
+    /// `id/` (one more segment), and the state shown for it is the [`aggregate`] of its own
+    /// state (the part named `self`) and theirs. A supervisor is one: a degraded child shows as
+    /// `degraded_<child>` on its supervisor, and on up the tree.
+    pub fn register_composite(&self, id: &str, kind: &str) {
+        self.register(id, kind);
+        self.inner
+            .composites
+            .write()
+            .entry(id.to_owned())
+            .or_insert(State::ToBeCreated);
+    }
+
+    /// Sets the state of `id` (registering it as kind `unknown` if needed). For a composite
+    /// this is its own part; every composite above `id` is recomputed.
     pub fn set_state(&self, id: &str, state: State) {
         self.register(id, "unknown");
+        let own_reason = state.reason().map(str::to_owned);
+        let shown = {
+            let mut composites = self.inner.composites.write();
+            match composites.get_mut(id) {
+                Some(own) => {
+                    *own = state;
+                    None
+                }
+                None => Some(state),
+            }
+        };
+        match shown {
+            Some(state) => self.show(id, state, own_reason),
+            None => self.recompute(id, own_reason),
+        }
+        // Every composite ancestor, innermost first.
+        let mut at = id;
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            if self.inner.composites.read().contains_key(parent) {
+                self.recompute(parent, None);
+            }
+            at = parent;
+        }
+    }
+
+    /// Shows the aggregate of composite `id`'s own state and its direct children's.
+    fn recompute(&self, id: &str, own_reason: Option<String>) {
+        let Some(own) = self.inner.composites.read().get(id).cloned() else {
+            return;
+        };
+        let prefix = format!("{id}/");
+        let children: Vec<(String, State)> = self
+            .inner
+            .components
+            .read()
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('/'))
+            // Only children that report their own state (registered with a kind): a plain
+            // worker the board knows only from its restarts says nothing about its health.
+            .filter(|(_, v)| v.kind != "unknown")
+            .map(|(k, v)| (k[prefix.len()..].to_owned(), v.state.clone()))
+            .collect();
+        let state = if own.is_healthy() {
+            aggregate(
+                std::iter::once(("self", &own))
+                    .chain(children.iter().map(|(n, s)| (n.as_str(), s))),
+            )
+        } else {
+            // Degraded itself (restarting a child), starting, stopping or stopped: the
+            // composite's own state says more than its children's.
+            own
+        };
+        self.show(id, state, own_reason);
+    }
+
+    /// Puts `state` on the board for `id` and tells observers. `own_reason` (the component's
+    /// own degraded reason) becomes its last error; an aggregated reason does not.
+    fn show(&self, id: &str, state: State, own_reason: Option<String>) {
         let mut map = self.inner.components.write();
         let Some(entry) = map.get_mut(id) else { return };
+        if let Some(reason) = own_reason {
+            entry.last_error = Some(reason);
+        }
         if entry.state == state {
             return;
         }
         let previous = std::mem::replace(&mut entry.state, state);
         entry.state_name = entry.state.name();
         entry.since = Utc::now();
-        if let Some(reason) = entry.state.reason() {
-            entry.last_error = Some(reason.to_owned());
-        }
         let status = entry.clone();
         drop(map);
         export_state(&status, Some(&previous));
@@ -158,6 +235,7 @@ impl StatusBoard {
     /// Removes `id` from the board (after it reached `removed`).
     pub fn forget(&self, id: &str) {
         self.inner.components.write().remove(id);
+        self.inner.composites.write().remove(id);
     }
 
     /// The status of one component.
@@ -201,6 +279,54 @@ fn export_state(status: &ComponentStatus, previous: Option<&State>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn degraded(reason: &str) -> State {
+        State::Degraded {
+            facet: None,
+            reason: reason.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_composite_shows_the_aggregate_of_itself_and_its_children_up_the_tree() {
+        let board = StatusBoard::new();
+        board.register_composite("n", "supervisor");
+        board.register_composite("n/sims", "supervisor");
+        board.set_state("n", State::Active);
+        board.set_state("n/sims", State::Active);
+        for m in ["n/sims/m1", "n/sims/m2"] {
+            board.register(m, "sim");
+            board.set_state(m, State::Idle);
+        }
+        // A worker known only from its restarts does not count.
+        board.record_restart("n/sims/plain", "boom");
+        assert_eq!(board.get("n/sims").unwrap().state, State::Active);
+
+        board.set_state("n/sims/m2", degraded("probe timeout"));
+        let sims = board.get("n/sims").unwrap();
+        assert_eq!(sims.state_name, "degraded_m2");
+        assert_eq!(sims.state.reason(), Some("m2 degraded: probe timeout"));
+        assert_eq!(
+            sims.last_error, None,
+            "a child's reason is not the composite's error"
+        );
+        assert_eq!(
+            board.get("n").unwrap().state_name,
+            "degraded_sims",
+            "and up the tree"
+        );
+
+        board.set_state("n/sims/m2", State::Idle);
+        assert_eq!(board.get("n/sims").unwrap().state, State::Active);
+        assert_eq!(board.get("n").unwrap().state, State::Active);
+
+        // Its own trouble comes first, and is its last error.
+        board.set_state("n/sims/m1", degraded("x"));
+        board.set_state("n/sims", degraded("restarting child m1"));
+        let sims = board.get("n/sims").unwrap();
+        assert_eq!(sims.state.reason(), Some("restarting child m1"));
+        assert_eq!(sims.last_error.as_deref(), Some("restarting child m1"));
+    }
 
     #[test]
     fn restarts_and_errors_survive_re_registration() {

@@ -446,7 +446,7 @@ impl Actor for Supervisor {
                 last_exit: None,
             });
         }
-        state.board.register(&state.name, "supervisor");
+        state.board.register_composite(&state.name, "supervisor");
         state
             .board
             .set_state(&state.name, State::Starting { phase: None });

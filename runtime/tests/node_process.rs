@@ -199,6 +199,17 @@ async fn a_degraded_sim_shows_its_reason_until_it_recovers() {
         .await;
     assert_eq!(m2["reason"], "simulated degradation: commanded");
     assert_eq!(m2["state_name"], "degraded");
+    // Its supervisor, a composite, shows which child is the trouble, and so does the root.
+    let sims = node.component("dg/sims").await.unwrap();
+    assert_eq!(sims["state_name"], "degraded_m2", "{sims}");
+    assert_eq!(
+        sims["reason"],
+        "m2 degraded: simulated degradation: commanded"
+    );
+    assert_eq!(
+        node.component("dg").await.unwrap()["state_name"],
+        "degraded_sims"
+    );
     assert_eq!(node.health().await.unwrap()["status"], "degraded");
     assert_eq!(
         metric(
@@ -210,6 +221,8 @@ async fn a_degraded_sim_shows_its_reason_until_it_recovers() {
 
     assert_eq!(node.post("/control/sims/m2/recover").await.0, 202);
     node.wait_component("dg/sims/m2", "active again", |c| state(c) == "active")
+        .await;
+    node.wait_component("dg/sims", "healthy again", |c| state(c) == "active")
         .await;
     wait_until(SETTLE, || async {
         node.health().await.is_some_and(|h| h["status"] == "ok")
