@@ -170,3 +170,45 @@ fn version_and_help_work() {
     let out = millwright(&["run", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--http-port"));
 }
+
+#[test]
+fn human_logs_are_readable_lines_with_level_and_fields() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "h.toml",
+        &format!(
+            "[node]\nname = \"hl\"\ndata_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"human\"\n",
+            dir.path().join("data")
+        ),
+    );
+    let mut child = Command::new(binary())
+        .args(["run", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Reading blocks until the node prints; the node is ready within seconds, and a node that
+    // never gets there ends the loop at EOF when it exits (or nextest's timeout kills it).
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("node ready"))
+        .expect("a `node ready` line");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(!ready.trim_start().starts_with('{'), "not JSON: {ready}");
+    assert!(ready.contains("INFO"), "has the level: {ready}");
+    assert!(
+        ready.contains("node=hl") || ready.contains("node=\"hl\""),
+        "has fields: {ready}"
+    );
+}
