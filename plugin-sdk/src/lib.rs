@@ -1,19 +1,44 @@
 //! The contract Millwright plugins link against.
 //!
-//! `plugin-sdk` holds what both sides of a plugin boundary must agree on: the event
-//! [`Envelope`](event::Envelope) every connector produces, and (in later modules) the plugin
-//! traits, the ABI and the resilience helpers. It deliberately does not depend on ractor or on
-//! any bus client: a plugin author never needs to know how the node is built.
+//! `plugin-sdk` holds what both sides of a plugin boundary must agree on:
+//!
+//! - [`event`]: the [`Envelope`](event::Envelope) every connector produces;
+//! - [`connector`]: the authoring API ([`Plugin`](connector::Plugin),
+//!   [`Connector`](connector::Connector), [`Source`](connector::Source),
+//!   [`Sink`](connector::Sink), [`Responder`](connector::Responder)) and its typed errors;
+//! - [`context`]: what a connector gets from its host (config, logs, metrics, cancellation);
+//! - [`protocol`]: the messages every transport carries, and the adapter that calls the traits;
+//! - [`manifest`]: what the loader reads before running plugin code (versions, schema);
+//! - [`harness`]: an in-memory host for an author's unit tests, and `vec`/`void` connectors;
+//! - [`circuit_breaker`], [`retry`]: the resilience helpers.
+//!
+//! It deliberately does not depend on ractor or on any bus client: a plugin author never needs
+//! to know how the node is built. (The `extern "C"` ABI and the out-of-process transport build
+//! on [`protocol`]; they are the next step of the plugin host.)
 
 pub mod circuit_breaker;
+pub mod connector;
+pub mod context;
 pub mod event;
+pub mod harness;
+pub mod manifest;
+pub mod protocol;
 pub mod retry;
+
+#[doc(hidden)]
+pub use serde_json as __serde_json;
 
 /// The names a plugin author needs, in one import: `use millwright_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::circuit_breaker::{
         BreakerConfig, BreakerError, BreakerOpen, CircuitBreaker, SharedCircuitBreaker,
     };
+    pub use crate::connector::{
+        AckToken, Connector, ConnectorError, Health, Kind, Plugin, Responder, Sink, Source,
+        SourceBatch, WriteResult,
+    };
+    pub use crate::context::{Context, Level};
     pub use crate::event::{Envelope, EventId, Quality};
+    pub use crate::manifest::Manifest;
     pub use crate::retry::{Idempotency, RetryClass, RetryError, RetryPolicy, retry};
 }

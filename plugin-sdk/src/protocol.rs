@@ -1,0 +1,274 @@
+//! The messages between a host and a plugin instance, and the [`Adapter`] that turns them
+//! into calls on the connector traits.
+//!
+//! Every transport speaks exactly these serde-encoded messages: the test harness calls the
+//! adapter directly, the in-process ABI passes them as owned byte buffers, the out-of-process
+//! transport as length-prefixed frames. One request at a time per instance; each gets one
+//! response. Batches cross once per batch, not per event.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::connector::{AckToken, ConnectorError, Health, Kind, Plugin, SourceBatch, WriteResult};
+use crate::context::Context;
+use crate::event::Envelope;
+
+/// A request from the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Build the instance from its (validated) config: the first request.
+    Open {
+        /// The instance's config, as the user wrote it.
+        config: serde_json::Value,
+    },
+    /// [`Connector::connect`](crate::connector::Connector::connect).
+    Connect,
+    /// [`Source::read_batch`](crate::connector::Source::read_batch).
+    ReadBatch {
+        /// Most events to return.
+        max: usize,
+    },
+    /// [`Source::ack`](crate::connector::Source::ack).
+    Ack {
+        /// The batch's token.
+        token: AckToken,
+    },
+    /// [`Sink::write_batch`](crate::connector::Sink::write_batch).
+    WriteBatch {
+        /// The events.
+        events: Vec<Envelope>,
+    },
+    /// [`Responder::call`](crate::connector::Responder::call).
+    Call {
+        /// The method.
+        method: String,
+        /// Its argument.
+        payload: serde_json::Value,
+    },
+    /// [`Connector::connection_test`](crate::connector::Connector::connection_test).
+    ConnectionTest,
+    /// [`Connector::health`](crate::connector::Connector::health).
+    Health,
+    /// [`Connector::close`](crate::connector::Connector::close); the instance is gone after.
+    Close,
+}
+
+/// The answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Done, nothing to return (`open`, `connect`, `ack`, `connection_test`, `close`).
+    Done,
+    /// A source batch.
+    Batch {
+        /// The batch.
+        batch: SourceBatch,
+    },
+    /// One outcome per written event.
+    Written {
+        /// In order.
+        results: Vec<WriteResult>,
+    },
+    /// A call's answer.
+    Reply {
+        /// The JSON answer.
+        payload: serde_json::Value,
+    },
+    /// The connector's health.
+    Health {
+        /// It.
+        health: Health,
+    },
+    /// The call failed.
+    Error {
+        /// Why.
+        error: ConnectorError,
+    },
+}
+
+/// A boxed, sendable future (what the vtable's entries return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A connector call the adapter can make, bound to one plugin type.
+pub type Call<P, A, R> = for<'a> fn(&'a mut P, &'a Context, A) -> BoxFuture<'a, R>;
+
+/// `Sink::write_batch` as a vtable entry.
+pub type WriteBatchCall<P> = Call<P, Vec<Envelope>, Result<Vec<WriteResult>, ConnectorError>>;
+/// `Responder::call` as a vtable entry.
+pub type RespondCall<P> =
+    Call<P, (String, serde_json::Value), Result<serde_json::Value, ConnectorError>>;
+
+/// How the adapter reaches one plugin type's trait methods: built by [`plugin_vtable!`], one
+/// `static` per plugin. `None` for a shape the plugin does not offer.
+#[allow(missing_debug_implementations)]
+pub struct VTable<P: Plugin> {
+    /// The shapes offered.
+    pub kinds: &'static [Kind],
+    /// `Connector::connect`.
+    pub connect: Call<P, (), Result<(), ConnectorError>>,
+    /// `Connector::close`.
+    pub close: Call<P, (), ()>,
+    /// `Connector::connection_test`.
+    pub connection_test: Call<P, (), Result<(), ConnectorError>>,
+    /// `Connector::health`.
+    pub health: Call<P, (), Health>,
+    /// `Source::read_batch`.
+    pub read_batch: Option<Call<P, usize, Result<SourceBatch, ConnectorError>>>,
+    /// `Source::ack`.
+    pub ack: Option<Call<P, AckToken, Result<(), ConnectorError>>>,
+    /// `Sink::write_batch`.
+    pub write_batch: Option<WriteBatchCall<P>>,
+    /// `Responder::call`.
+    pub call: Option<RespondCall<P>>,
+}
+
+/// Builds the [`VTable`] of a plugin as a `static`: `plugin_vtable!(NAME: Type, source,
+/// responder);` with any of `source`, `sink`, `responder`.
+#[macro_export]
+macro_rules! plugin_vtable {
+    ($name:ident : $ty:ty $(, $kind:ident)* $(,)?) => {
+        static $name: $crate::protocol::VTable<$ty> = $crate::protocol::VTable {
+            kinds: &[$($crate::plugin_vtable!(@kind $kind)),*],
+            connect: |p, ctx, ()| ::std::boxed::Box::pin($crate::connector::Connector::connect(p, ctx)),
+            close: |p, ctx, ()| ::std::boxed::Box::pin($crate::connector::Connector::close(p, ctx)),
+            connection_test: |p, ctx, ()| {
+                ::std::boxed::Box::pin($crate::connector::Connector::connection_test(p, ctx))
+            },
+            health: |p, ctx, ()| ::std::boxed::Box::pin($crate::connector::Connector::health(p, ctx)),
+            read_batch: $crate::plugin_vtable!(@pick source [$($kind)*]
+                |p, ctx, max| ::std::boxed::Box::pin($crate::connector::Source::read_batch(p, ctx, max))),
+            ack: $crate::plugin_vtable!(@pick source [$($kind)*]
+                |p, ctx, token| ::std::boxed::Box::pin($crate::connector::Source::ack(p, ctx, token))),
+            write_batch: $crate::plugin_vtable!(@pick sink [$($kind)*]
+                |p, ctx, events| ::std::boxed::Box::pin($crate::connector::Sink::write_batch(p, ctx, events))),
+            call: $crate::plugin_vtable!(@pick responder [$($kind)*]
+                |p, ctx, (method, payload): (::std::string::String, $crate::__serde_json::Value)| {
+                    ::std::boxed::Box::pin(async move {
+                        $crate::connector::Responder::call(p, ctx, &method, payload).await
+                    })
+                }),
+        };
+    };
+    (@kind source) => { $crate::connector::Kind::Source };
+    (@kind sink) => { $crate::connector::Kind::Sink };
+    (@kind responder) => { $crate::connector::Kind::Responder };
+    (@pick $want:ident [] $f:expr) => { None };
+    (@pick source [source $($rest:ident)*] $f:expr) => { Some($f) };
+    (@pick sink [sink $($rest:ident)*] $f:expr) => { Some($f) };
+    (@pick responder [responder $($rest:ident)*] $f:expr) => { Some($f) };
+    (@pick $want:ident [$other:ident $($rest:ident)*] $f:expr) => {
+        $crate::plugin_vtable!(@pick $want [$($rest)*] $f)
+    };
+}
+
+/// One plugin instance behind the message interface: every transport's far end.
+pub struct Adapter<P: Plugin> {
+    vtable: &'static VTable<P>,
+    ctx: Context,
+    instance: Option<P>,
+}
+
+impl<P: Plugin> std::fmt::Debug for Adapter<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapter")
+            .field("plugin", &P::ID)
+            .field("open", &self.instance.is_some())
+            .finish()
+    }
+}
+
+fn unsupported(what: &str, id: &str) -> Response {
+    Response::Error {
+        error: ConnectorError::Config(format!("plugin {id} is not a {what}")),
+    }
+}
+
+impl<P: Plugin> Adapter<P> {
+    /// An adapter for an instance with this context; it is built by the first `Open`.
+    pub fn new(vtable: &'static VTable<P>, ctx: Context) -> Self {
+        Self {
+            vtable,
+            ctx,
+            instance: None,
+        }
+    }
+
+    /// The instance's context.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Handles one request.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping the future may leave the connector mid-call; the host then
+    /// treats the instance as poisoned and restarts it.
+    pub async fn handle(&mut self, request: Request) -> Response {
+        let done = |r: Result<(), ConnectorError>| match r {
+            Ok(()) => Response::Done,
+            Err(error) => Response::Error { error },
+        };
+        if let Request::Open { config } = request {
+            return match serde_json::from_value::<P::Config>(config) {
+                Ok(config) => match P::new(config, &self.ctx) {
+                    Ok(p) => {
+                        self.instance = Some(p);
+                        Response::Done
+                    }
+                    Err(error) => Response::Error { error },
+                },
+                Err(e) => Response::Error {
+                    error: ConnectorError::Config(e.to_string()),
+                },
+            };
+        }
+        let vt = self.vtable;
+        let Some(p) = self.instance.as_mut() else {
+            return Response::Error {
+                error: ConnectorError::Fatal(format!("plugin {}: {request:?} before open", P::ID)),
+            };
+        };
+        let ctx = &self.ctx;
+        match request {
+            Request::Open { .. } => unreachable!("handled above"),
+            Request::Connect => done((vt.connect)(p, ctx, ()).await),
+            Request::ConnectionTest => done((vt.connection_test)(p, ctx, ()).await),
+            Request::Health => Response::Health {
+                health: (vt.health)(p, ctx, ()).await,
+            },
+            Request::Close => {
+                (vt.close)(p, ctx, ()).await;
+                self.instance = None;
+                Response::Done
+            }
+            Request::ReadBatch { max } => match vt.read_batch {
+                Some(f) => match f(p, ctx, max).await {
+                    Ok(batch) => Response::Batch { batch },
+                    Err(error) => Response::Error { error },
+                },
+                None => unsupported("source", P::ID),
+            },
+            Request::Ack { token } => match vt.ack {
+                Some(f) => done(f(p, ctx, token).await),
+                None => unsupported("source", P::ID),
+            },
+            Request::WriteBatch { events } => match vt.write_batch {
+                Some(f) => match f(p, ctx, events).await {
+                    Ok(results) => Response::Written { results },
+                    Err(error) => Response::Error { error },
+                },
+                None => unsupported("sink", P::ID),
+            },
+            Request::Call { method, payload } => match vt.call {
+                Some(f) => match f(p, ctx, (method, payload)).await {
+                    Ok(payload) => Response::Reply { payload },
+                    Err(error) => Response::Error { error },
+                },
+                None => unsupported("responder", P::ID),
+            },
+        }
+    }
+}
