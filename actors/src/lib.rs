@@ -8,6 +8,8 @@
 //!   metrics and the bus read;
 //! - [`bus`]: one `Bus` interface over an embedded in-process backend and NATS;
 //! - [`broker`]: the actor that owns every publish, with its disk queue and dead-letter queue;
+//! - [`connector`]: the actor that runs one connector instance (a plugin) and publishes what
+//!   it reads through the broker;
 //! - [`sim`]: simulated machines for the demo and for tests.
 //!
 //! This crate never reads files, environment variables or CLI arguments: the runtime does, and
@@ -15,6 +17,7 @@
 
 pub mod broker;
 pub mod bus;
+pub mod connector;
 pub mod lifecycle;
 pub mod sim;
 pub mod status;

@@ -1,0 +1,351 @@
+//! The connector actor: one supervised actor per connector instance, driving a plugin through
+//! the [`protocol`](millwright_plugin_sdk::protocol) messages and publishing what a source
+//! reads through the broker.
+//!
+//! The plugin is reached through a [`Transport`]; today [`StaticTransport`] (the connector is
+//! linked into the node and called through the SDK's `Adapter`), later the in-process `cdylib`
+//! ABI and the out-of-process executable, which carry the same messages.
+//!
+//! A source instance runs this loop, one step per `Step` message (so pings and stops are
+//! handled between steps):
+//!
+//! ```text
+//! open ─► connect ──ok──► read_batch ─► broker.publish_batch ─► ack ─┐
+//!            ▲  │                │ empty: wait poll_interval      │
+//!            │  └─ NotConnected/ │ NotConnected: reconnect         │
+//!            │     Transient:    │ EndOfInput: stop normally       │
+//!            │     backoff,      │ Fatal / panic: the actor fails, │
+//!            │     degraded_     │   the supervisor restarts it    │
+//!            └──── connection ◄──┘                                 ▼
+//!                                                            next read
+//! ```
+//!
+//! A batch is acknowledged to the plugin only after the broker's receipt; a batch the broker
+//! refused is published again (the same events, the same ids) before anything new is read, so
+//! nothing is skipped. A batch read but not acknowledged when the instance dies is read again
+//! by the next incarnation (the plugin's `ack` is what moves its position): at-least-once.
+//!
+//! States on the board: `starting_connection` while the first connect is tried,
+//! `degraded_connection` (with the error) while reconnecting, `idle`/`active` by data.
+
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use millwright_plugin_sdk::connector::{ConnectorError, SourceBatch};
+use millwright_plugin_sdk::protocol::{Request, Response};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::broker::BrokerHandle;
+use crate::lifecycle::{Event, Lifecycle, State};
+use crate::status::StatusBoard;
+use crate::supervisor::BackoffPolicy;
+pub use transport::{StaticTransport, Transport, TransportError};
+
+/// One connector instance's settings (the runtime builds it from the config).
+#[derive(Debug, Clone)]
+pub struct ConnectorSpec {
+    /// The instance's name (`press1`).
+    pub instance: String,
+    /// The plugin's id (`opcua`).
+    pub plugin: String,
+    /// The instance's config, validated against the plugin's schema.
+    pub config: serde_json::Value,
+    /// Most events per `read_batch`.
+    pub max_batch: usize,
+    /// Wait after an empty batch before reading again.
+    pub poll_interval: Duration,
+    /// Between connection attempts (attempt n waits `backoff.delay(n)`).
+    pub backoff: BackoffPolicy,
+    /// Wait before publishing a batch again that the broker did not acknowledge.
+    pub republish_delay: Duration,
+    /// The instance is `idle` after this long without data.
+    pub idle_window: Duration,
+}
+
+/// Makes the transport of one incarnation (called again on every restart).
+pub type TransportFactory = Arc<dyn Fn() -> Box<dyn Transport> + Send + Sync>;
+
+/// What a connector incarnation starts from.
+#[derive(Clone)]
+pub struct ConnectorArgs {
+    /// Its settings.
+    pub spec: Arc<ConnectorSpec>,
+    /// Its status-board id and registry name.
+    pub component_id: String,
+    /// The node's board.
+    pub board: StatusBoard,
+    /// Where its events go.
+    pub broker: BrokerHandle,
+    /// How to reach the plugin.
+    pub transport: TransportFactory,
+}
+
+impl std::fmt::Debug for ConnectorArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorArgs")
+            .field("spec", &self.spec)
+            .field("component_id", &self.component_id)
+            .finish()
+    }
+}
+
+/// The connector actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectorActor;
+
+/// Its messages.
+#[derive(Debug)]
+pub enum ConnectorMsg {
+    /// Run the next step of the loop.
+    Step,
+    /// Liveness: answered between steps with the current state.
+    Ping(RpcReplyPort<State>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    Connect,
+    Read,
+    /// The config cannot work: nothing to do until it changes.
+    Parked,
+}
+
+/// One incarnation's state.
+pub struct ConnectorState {
+    args: ConnectorArgs,
+    transport: Box<dyn Transport>,
+    lifecycle: Lifecycle,
+    phase: Phase,
+    attempts: u32,
+    /// A batch read but not yet acknowledged by the broker.
+    pending: Option<SourceBatch>,
+}
+
+impl std::fmt::Debug for ConnectorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorState")
+            .field("component_id", &self.args.component_id)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl Actor for ConnectorActor {
+    type Msg = ConnectorMsg;
+    type State = ConnectorState;
+    type Arguments = ConnectorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConnectorMsg>,
+        args: ConnectorArgs,
+    ) -> Result<ConnectorState, ActorProcessingErr> {
+        let mut lifecycle = Lifecycle::register(
+            &args.board,
+            args.component_id.clone(),
+            "connector",
+            args.spec.idle_window,
+        );
+        lifecycle.reset_to_stopped();
+        lifecycle.apply(Event::Start)?;
+        lifecycle.apply(Event::StartPhase("connection".to_owned()))?;
+        let transport = (args.transport)();
+        myself.cast(ConnectorMsg::Step)?;
+        tracing::info!(component = %args.component_id, plugin = %args.spec.plugin, "connector starting");
+        Ok(ConnectorState {
+            args,
+            transport,
+            lifecycle,
+            phase: Phase::Open,
+            attempts: 0,
+            pending: None,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConnectorMsg>,
+        state: &mut ConnectorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state.lifecycle.apply(Event::Stop);
+        if state.phase != Phase::Open {
+            let close = state.transport.request(Request::Close);
+            if tokio::time::timeout(Duration::from_secs(5), close)
+                .await
+                .is_err()
+            {
+                tracing::warn!(component = %state.args.component_id, "plugin did not close within 5s");
+            }
+        }
+        let _ = state.lifecycle.apply(Event::StopDone);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConnectorMsg>,
+        msg: ConnectorMsg,
+        state: &mut ConnectorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ConnectorMsg::Step => state.step(&myself).await,
+            ConnectorMsg::Ping(reply) => {
+                let _ = reply.send(state.lifecycle.state().clone());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What one step decided.
+enum Next {
+    Now,
+    After(Duration),
+    Park,
+    Stop,
+}
+
+impl ConnectorState {
+    async fn step(&mut self, myself: &ActorRef<ConnectorMsg>) -> Result<(), ActorProcessingErr> {
+        let next = match self.phase {
+            Phase::Open => self.open().await?,
+            Phase::Connect => self.connect().await?,
+            Phase::Read => self.read().await?,
+            Phase::Parked => Next::Park,
+        };
+        self.lifecycle.tick();
+        match next {
+            Next::Now => myself.cast(ConnectorMsg::Step)?,
+            Next::After(d) => {
+                myself.send_after(d, || ConnectorMsg::Step);
+            }
+            Next::Park => {}
+            Next::Stop => myself.stop(Some("end of input".to_owned())),
+        }
+        Ok(())
+    }
+
+    async fn call(&mut self, request: Request) -> Result<Response, ActorProcessingErr> {
+        self.transport
+            .request(request)
+            .await
+            .map_err(|e| format!("plugin {}: {e}", self.args.spec.plugin).into())
+    }
+
+    async fn open(&mut self) -> Result<Next, ActorProcessingErr> {
+        let config = self.args.spec.config.clone();
+        match self.call(Request::Open { config }).await? {
+            Response::Done => {
+                self.phase = Phase::Connect;
+                Ok(Next::Now)
+            }
+            Response::Error { error } => self.failed(error),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn connect(&mut self) -> Result<Next, ActorProcessingErr> {
+        match self.call(Request::Connect).await? {
+            Response::Done => {
+                if self.attempts > 0 {
+                    tracing::info!(component = %self.args.component_id, attempts = self.attempts, "connector reconnected");
+                }
+                self.attempts = 0;
+                self.phase = Phase::Read;
+                match self.lifecycle.state() {
+                    State::Starting { .. } => self.lifecycle.apply(Event::StartDone)?,
+                    State::Degraded { .. } => self.lifecycle.apply(Event::Recovered)?,
+                    _ => {}
+                }
+                Ok(Next::Now)
+            }
+            Response::Error { error } => self.failed(error),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn read(&mut self) -> Result<Next, ActorProcessingErr> {
+        let batch = match self.pending.take() {
+            Some(batch) => batch,
+            None => {
+                let max = self.args.spec.max_batch.max(1);
+                match self.call(Request::ReadBatch { max }).await? {
+                    Response::Batch { batch } => batch,
+                    Response::Error { error } => return self.failed(error),
+                    other => return Err(unexpected(&other)),
+                }
+            }
+        };
+        if batch.events.is_empty() {
+            return Ok(Next::After(self.args.spec.poll_interval));
+        }
+        let n = batch.events.len();
+        match self.args.broker.publish_batch(batch.events.clone()).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(component = %self.args.component_id, error = %e, events = n, "broker did not acknowledge a batch; publishing it again");
+                self.pending = Some(batch);
+                return Ok(Next::After(self.args.spec.republish_delay));
+            }
+        }
+        self.lifecycle.record_data();
+        metrics::counter!("mw_connector_events_total", "component" => self.args.component_id.clone())
+            .increment(n as u64);
+        match self.call(Request::Ack { token: batch.token }).await? {
+            Response::Done => Ok(Next::Now),
+            Response::Error { error } => self.failed(error),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// What a connector error means for the loop (see [`ConnectorError`]'s table).
+    fn failed(&mut self, error: ConnectorError) -> Result<Next, ActorProcessingErr> {
+        let id = &self.args.component_id;
+        metrics::counter!("mw_connector_errors_total", "component" => id.clone(), "kind" => error.kind())
+            .increment(1);
+        match error {
+            ConnectorError::NotConnected(_) | ConnectorError::Transient(_) => {
+                self.attempts += 1;
+                let wait = self.args.spec.backoff.delay(self.attempts);
+                let reason = format!("{error}; retrying in {wait:?} (attempt {})", self.attempts);
+                tracing::warn!(component = %id, error = %error, attempt = self.attempts, ?wait, "connector failed; backing off");
+                self.lifecycle.record_error(&error);
+                let _ = self.lifecycle.apply(Event::Degrade {
+                    facet: Some("connection".to_owned()),
+                    reason,
+                });
+                if self.phase != Phase::Open {
+                    self.phase = Phase::Connect;
+                }
+                Ok(Next::After(wait))
+            }
+            ConnectorError::BackOff(wait) => Ok(Next::After(wait)),
+            ConnectorError::Config(_) => {
+                tracing::error!(component = %id, error = %error, "connector cannot run with its config; fix it and reload");
+                self.lifecycle.record_error(&error);
+                let _ = self.lifecycle.apply(Event::Degrade {
+                    facet: Some("config".to_owned()),
+                    reason: error.to_string(),
+                });
+                self.phase = Phase::Parked;
+                Ok(Next::Park)
+            }
+            ConnectorError::EndOfInput => {
+                tracing::info!(component = %id, "source reached its end of input");
+                Ok(Next::Stop)
+            }
+            // Fatal, and variants added later: let the supervisor restart the instance.
+            other => Err(format!("connector {id}: {other}").into()),
+        }
+    }
+}
+
+fn unexpected(response: &Response) -> ActorProcessingErr {
+    format!("plugin answered {response:?}, which does not fit the request").into()
+}
