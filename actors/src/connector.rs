@@ -44,7 +44,7 @@ use crate::broker::BrokerHandle;
 use crate::lifecycle::{Event, Lifecycle, State};
 use crate::status::StatusBoard;
 use crate::supervisor::BackoffPolicy;
-pub use transport::{StaticTransport, Transport, TransportError};
+pub use transport::{BoxFuture, NodeHost, StaticTransport, Transport, TransportError};
 
 /// One connector instance's settings (the runtime builds it from the config).
 #[derive(Debug, Clone)]

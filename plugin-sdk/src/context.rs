@@ -128,6 +128,14 @@ impl Context {
         )
     }
 
+    /// The same context with the instance's config (set when the instance is opened).
+    pub(crate) fn with_config(&self, config: serde_json::Value) -> Context {
+        Context {
+            config: Arc::new(config),
+            ..self.clone()
+        }
+    }
+
     /// The plugin's id (`sim`, `opcua`).
     pub fn plugin(&self) -> &str {
         &self.plugin

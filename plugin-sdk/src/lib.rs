@@ -10,12 +10,14 @@
 //! - [`protocol`]: the messages every transport carries, and the adapter that calls the traits;
 //! - [`manifest`]: what the loader reads before running plugin code (versions, schema);
 //! - [`harness`]: an in-memory host for an author's unit tests, and `vec`/`void` connectors;
+//! - [`abi`]: the in-process `extern "C"` boundary ([`export_plugin!`] on the plugin side);
 //! - [`circuit_breaker`], [`retry`]: the resilience helpers.
 //!
 //! It deliberately does not depend on ractor or on any bus client: a plugin author never needs
-//! to know how the node is built. (The `extern "C"` ABI and the out-of-process transport build
-//! on [`protocol`]; they are the next step of the plugin host.)
+//! to know how the node is built. (The out-of-process transport, which carries the same
+//! [`protocol`] messages over length-prefixed frames, is the next step of the plugin host.)
 
+pub mod abi;
 pub mod circuit_breaker;
 pub mod connector;
 pub mod context;

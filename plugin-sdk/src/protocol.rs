@@ -212,6 +212,7 @@ impl<P: Plugin> Adapter<P> {
             Err(error) => Response::Error { error },
         };
         if let Request::Open { config } = request {
+            self.ctx = self.ctx.with_config(config.clone());
             return match serde_json::from_value::<P::Config>(config) {
                 Ok(config) => match P::new(config, &self.ctx) {
                     Ok(p) => {

@@ -18,7 +18,9 @@
 //! - [`latest`]: the latest value per tag of this node's sources (`/values`);
 //! - [`watchdog`]: detects components that stop answering;
 //! - [`state_feed`]: republishes state changes on `<prefix>.state.<node>.<component>`;
-//! - [`phase`]: starting, ready, stopping.
+//! - [`phase`]: starting, ready, stopping;
+//! - [`plugin_host`]: loading and checking plugin `cdylib`s, and the transport to their
+//!   instances.
 
 pub mod cli;
 pub mod components;
@@ -33,6 +35,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod phase;
+pub mod plugin_host;
 pub mod shutdown;
 pub mod state_feed;
 pub mod watchdog;

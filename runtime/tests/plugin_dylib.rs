@@ -1,0 +1,232 @@
+//! The in-process plugin boundary with a real `cdylib` (`plugins/testkit`) and real shared
+//! libraries that are not plugins (compiled from C by the test): loading and its refusals,
+//! requests across the boundary, a panic contained in the plugin, and the connector actor
+//! running a loaded plugin through the broker.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
+use millwright_actors::bus::Bus;
+use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec, Transport};
+use millwright_actors::status::StatusBoard;
+use millwright_actors::supervisor::BackoffPolicy;
+use millwright_plugin_sdk::connector::{ConnectorError, Kind};
+use millwright_plugin_sdk::event::Envelope;
+use millwright_plugin_sdk::protocol::{Request, Response};
+use millwright_runtime::plugin_host::{self, DylibTransport, PluginError};
+use ractor::Actor;
+
+/// Builds `plugins/testkit` once per test process and returns its `.so`.
+fn testkit() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = millwright_tests::workspace_root();
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--locked", "-p", "millwright-plugin-testkit"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "the testkit plugin builds");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let path = target.join("debug/libmillwright_plugin_testkit.so");
+        assert!(path.is_file(), "{} exists", path.display());
+        path
+    })
+}
+
+/// Compiles C source into a shared library in `dir`.
+fn c_library(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let so = dir.join(format!("lib{name}.so"));
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .output()
+        .expect("a C compiler (cc) is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    so
+}
+
+#[test]
+fn the_testkit_plugin_loads_with_its_manifest() {
+    let plugin = plugin_host::load(testkit()).expect("loads");
+    assert_eq!(plugin.manifest.id, "testkit");
+    assert_eq!(plugin.manifest.kinds, [Kind::Source]);
+    assert_eq!(
+        plugin.manifest.sdk_version,
+        millwright_plugin_sdk::manifest::SDK_VERSION
+    );
+    let props = &plugin.manifest.config_schema["properties"];
+    assert_eq!(props["count"]["description"], "How many events to emit.");
+    assert!(
+        plugin.rustc_version.starts_with("rustc "),
+        "{}",
+        plugin.rustc_version
+    );
+}
+
+#[test]
+fn files_that_are_not_plugins_are_refused_with_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.so");
+    std::fs::write(&garbage, b"this is not an ELF file").unwrap();
+    let e = plugin_host::load(&garbage).unwrap_err();
+    assert!(matches!(e, PluginError::NotALibrary { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("garbage.so") && text.contains("not a plugin"),
+        "{text}"
+    );
+
+    let plain = c_library(dir.path(), "plain", "int answer(void) { return 42; }\n");
+    let text = plugin_host::load(&plain).unwrap_err().to_string();
+    assert!(text.contains("libplain.so"), "{text}");
+    assert!(
+        text.contains("millwright_plugin_entry_v1"),
+        "names the missing symbol: {text}"
+    );
+    assert!(
+        text.contains("export_plugin!"),
+        "says how to fix it: {text}"
+    );
+
+    let v2 = c_library(
+        dir.path(),
+        "future",
+        "void *millwright_plugin_entry_v2(void) { return 0; }\n",
+    );
+    let e = plugin_host::load(&v2).unwrap_err();
+    assert!(matches!(e, PluginError::WrongAbi { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("ABI 2.x"), "the version found: {text}");
+    assert!(
+        text.contains("supports ABI 1.0 to 1.0"),
+        "the versions supported: {text}"
+    );
+    assert!(text.contains("rebuild the plugin"), "the fix: {text}");
+
+    let magic = c_library(
+        dir.path(),
+        "magic",
+        "static unsigned long long header[16] = {42};\n\
+         void *millwright_plugin_entry_v1(void) { return header; }\n",
+    );
+    let text = plugin_host::load(&magic).unwrap_err().to_string();
+    assert!(text.contains("magic 0x2a"), "{text}");
+}
+
+async fn request(t: &mut DylibTransport, r: Request) -> Response {
+    t.request(r).await.expect("the transport answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cross_the_boundary_and_a_panic_stays_inside_the_plugin() {
+    let plugin = plugin_host::load(testkit()).unwrap();
+    let mut t = DylibTransport::new(&plugin, "k1").unwrap();
+    let config = serde_json::json!({ "count": 10 });
+    assert_eq!(
+        request(&mut t, Request::Open { config }).await,
+        Response::Done
+    );
+    assert_eq!(request(&mut t, Request::Connect).await, Response::Done);
+    let Response::Batch { batch } = request(&mut t, Request::ReadBatch { max: 100 }).await else {
+        panic!("a batch")
+    };
+    assert_eq!(batch.events.len(), 10);
+    assert_eq!(batch.events[3].subject, "mw.ev.k1.seq");
+    assert_eq!(batch.events[3].payload, 3);
+    assert_eq!(
+        request(&mut t, Request::Ack { token: batch.token }).await,
+        Response::Done
+    );
+
+    let mut p = DylibTransport::new(&plugin, "k2").unwrap();
+    let config = serde_json::json!({ "count": 10, "panic_at": 0 });
+    request(&mut p, Request::Open { config }).await;
+    request(&mut p, Request::Connect).await;
+    let Response::Error { error } = request(&mut p, Request::ReadBatch { max: 1 }).await else {
+        panic!("an error")
+    };
+    assert!(
+        matches!(&error, ConnectorError::Fatal(m) if m.contains("panicked") && m.contains("told to panic")),
+        "{error:?}"
+    );
+    let Response::Error { error } = request(&mut p, Request::Health).await else {
+        panic!("an error")
+    };
+    assert!(
+        matches!(&error, ConnectorError::Fatal(m) if m.contains("poisoned")),
+        "{error:?}"
+    );
+    // This process (the node) is still here, and the other instance still works.
+    assert_eq!(request(&mut t, Request::Connect).await, Response::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connector_actor_runs_a_loaded_plugin_through_the_broker() {
+    let plugin = Arc::new(plugin_host::load(testkit()).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::embedded();
+    let mut sub = bus.subscribe("mw.ev.d1.>").await.unwrap();
+    let board = StatusBoard::new();
+    let options = BrokerOptions::new(dir.path());
+    let (broker, intake) = BrokerHandle::new(&options);
+    Actor::spawn(
+        Some("pd/broker".into()),
+        Broker,
+        BrokerArgs {
+            options,
+            intake,
+            bus: bus.clone(),
+            board: board.clone(),
+            component_id: "pd/broker".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let spec = Arc::new(ConnectorSpec {
+        instance: "d1".into(),
+        plugin: "testkit".into(),
+        config: serde_json::json!({ "count": 300 }),
+        max_batch: 64,
+        poll_interval: Duration::from_millis(10),
+        backoff: BackoffPolicy::default(),
+        republish_delay: Duration::from_millis(10),
+        idle_window: Duration::from_secs(30),
+    });
+    let args = ConnectorArgs {
+        spec,
+        component_id: "pd/connectors/d1".into(),
+        board: board.clone(),
+        broker,
+        transport: plugin_host::transport_factory(plugin, "d1".into()),
+    };
+    let (actor, handle) = Actor::spawn(None, ConnectorActor, args).await.unwrap();
+    for want in 0..300u64 {
+        let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Envelope::from_json_slice(&msg.payload).unwrap().payload,
+            want
+        );
+    }
+    // The source's end of input stops the instance normally.
+    tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("the actor stops at the end of input")
+        .unwrap();
+    assert_eq!(actor.get_status(), ractor::ActorStatus::Stopped);
+}
