@@ -11,11 +11,11 @@
 //! - [`manifest`]: what the loader reads before running plugin code (versions, schema);
 //! - [`harness`]: an in-memory host for an author's unit tests, and `vec`/`void` connectors;
 //! - [`abi`]: the in-process `extern "C"` boundary ([`export_plugin!`] on the plugin side);
+//! - [`stdio`]: the out-of-process transport (length-prefixed frames over stdin/stdout);
 //! - [`circuit_breaker`], [`retry`]: the resilience helpers.
 //!
 //! It deliberately does not depend on ractor or on any bus client: a plugin author never needs
-//! to know how the node is built. (The out-of-process transport, which carries the same
-//! [`protocol`] messages over length-prefixed frames, is the next step of the plugin host.)
+//! to know how the node is built.
 
 pub mod abi;
 pub mod circuit_breaker;
@@ -26,6 +26,7 @@ pub mod harness;
 pub mod manifest;
 pub mod protocol;
 pub mod retry;
+pub mod stdio;
 
 #[doc(hidden)]
 pub use serde_json as __serde_json;

@@ -19,6 +19,15 @@ pub const ABI_MAJOR: u32 = 1;
 /// The minor version: a host accepts plugins with a minor at most its own (additions only).
 pub const ABI_MINOR: u32 = 0;
 
+/// Whether a plugin of ABI minor `minor` (of our major) can be loaded: minors only add.
+#[allow(
+    clippy::absurd_extreme_comparisons,
+    reason = "ABI_MINOR is 0 today and grows; the comparison is for later minors"
+)]
+pub fn supports_minor(minor: u32) -> bool {
+    minor <= ABI_MINOR
+}
+
 /// What a plugin says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,7 +80,7 @@ impl Manifest {
     /// # Errors
     /// A description of the mismatch.
     pub fn check_compatible(&self) -> Result<(), String> {
-        if self.abi_major != ABI_MAJOR || self.abi_minor > ABI_MINOR {
+        if self.abi_major != ABI_MAJOR || !supports_minor(self.abi_minor) {
             return Err(format!(
                 "plugin {} {} was built for plugin ABI {}.{} (SDK {}), but this node supports \
                  ABI {ABI_MAJOR}.0 to {ABI_MAJOR}.{ABI_MINOR} (SDK {SDK_VERSION}); rebuild the \

@@ -20,7 +20,8 @@
 //! - [`state_feed`]: republishes state changes on `<prefix>.state.<node>.<component>`;
 //! - [`phase`]: starting, ready, stopping;
 //! - [`plugin_host`]: loading and checking plugin `cdylib`s, and the transport to their
-//!   instances.
+//!   instances;
+//! - [`plugin_process`]: plugins out of process: spawn, handshake, frames, heartbeats.
 
 pub mod cli;
 pub mod components;
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod node;
 pub mod phase;
 pub mod plugin_host;
+pub mod plugin_process;
 pub mod shutdown;
 pub mod state_feed;
 pub mod watchdog;

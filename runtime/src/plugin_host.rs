@@ -172,7 +172,7 @@ fn check_header(path: &Path, h: &PluginHeader) -> Result<(), PluginError> {
     }
     // SAFETY: static text in a header with the right magic.
     let sdk = unsafe { h.sdk_version.as_str() }.unwrap_or("?");
-    if h.abi_major != ABI_MAJOR || h.abi_minor > ABI_MINOR {
+    if h.abi_major != ABI_MAJOR || !manifest::supports_minor(h.abi_minor) {
         return Err(PluginError::WrongAbi {
             path: path.to_path_buf(),
             found: format!("{}.{} (SDK {sdk})", h.abi_major, h.abi_minor),

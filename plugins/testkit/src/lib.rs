@@ -1,9 +1,12 @@
 //! `testkit`: a source plugin built as a `cdylib`, for the plugin host's tests.
 //!
 //! It emits `count` events `0..count` on `mw.ev.<instance>.seq`, resuming after the last
-//! acknowledged value on every connect, and panics inside `read_batch` when it reaches
-//! `panic_at` (to prove a panic stays inside the plugin). It is also the smallest example of a
-//! plugin exported with `export_plugin!`.
+//! acknowledged value on every connect (kept in `state_file` when given, so a new process
+//! resumes too), and misbehaves on request inside `read_batch`: `panic_at` panics (a panic
+//! must stay inside the plugin), `abort_at` aborts the process and `hang_at` stops answering
+//! (both must kill only an out-of-process plugin). Each fault happens once per `state_file`.
+//! It is also the smallest example of a plugin exported with `export_plugin!` (a `cdylib`) and
+//! served by `stdio::serve` (the executable, `src/main.rs`), from the same code.
 
 use millwright_plugin_sdk::prelude::*;
 use millwright_plugin_sdk::{export_plugin, plugin_vtable};
@@ -17,6 +20,39 @@ pub struct TestkitConfig {
     /// Panic in the read that reaches this value. Absent: never.
     #[serde(default)]
     pub panic_at: Option<u64>,
+    /// Abort the process in the read that reaches this value (once per `state_file`).
+    #[serde(default)]
+    pub abort_at: Option<u64>,
+    /// Stop answering in the read that reaches this value (once per `state_file`).
+    #[serde(default)]
+    pub hang_at: Option<u64>,
+    /// Where the acknowledged position and the faults done are kept across processes.
+    #[serde(default)]
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+/// What survives a process: acknowledged through, and whether the one-shot faults happened.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Persisted {
+    acked: u64,
+    aborted: bool,
+    hung: bool,
+}
+
+impl TestkitConfig {
+    fn load(&self) -> Persisted {
+        self.state_file
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn store(&self, p: &Persisted) {
+        if let Some(path) = &self.state_file {
+            let _ = std::fs::write(path, serde_json::to_vec(p).unwrap_or_default());
+        }
+    }
 }
 
 /// The plugin.
@@ -44,6 +80,7 @@ impl Plugin for Testkit {
 
 impl Connector for Testkit {
     async fn connect(&mut self, ctx: &Context) -> Result<(), ConnectorError> {
+        self.acked = self.acked.max(self.config.load().acked);
         self.next = self.acked;
         ctx.info("testkit connected");
         Ok(())
@@ -58,6 +95,21 @@ impl Source for Testkit {
     ) -> Result<SourceBatch, ConnectorError> {
         if self.config.panic_at.is_some_and(|at| self.next >= at) {
             panic!("testkit told to panic at {}", self.next);
+        }
+        let mut persisted = self.config.load();
+        if self.config.abort_at.is_some_and(|at| self.next >= at) && !persisted.aborted {
+            persisted.aborted = true;
+            self.config.store(&persisted);
+            eprintln!("testkit aborting at {}", self.next);
+            std::process::abort();
+        }
+        if self.config.hang_at.is_some_and(|at| self.next >= at) && !persisted.hung {
+            persisted.hung = true;
+            self.config.store(&persisted);
+            eprintln!("testkit hanging at {}", self.next);
+            loop {
+                std::thread::park();
+            }
         }
         if self.next >= self.config.count {
             return Err(ConnectorError::EndOfInput);
@@ -74,9 +126,17 @@ impl Source for Testkit {
 
     async fn ack(&mut self, _ctx: &Context, token: AckToken) -> Result<(), ConnectorError> {
         self.acked = self.acked.max(token.0);
+        let mut persisted = self.config.load();
+        persisted.acked = self.acked;
+        self.config.store(&persisted);
         Ok(())
     }
 }
 
 plugin_vtable!(TESTKIT: Testkit, source);
+
+/// Serves the plugin out of process (the executable's `main`).
+pub fn serve() -> std::process::ExitCode {
+    millwright_plugin_sdk::stdio::serve(&TESTKIT)
+}
 export_plugin!(&TESTKIT, Testkit);

@@ -1,0 +1,262 @@
+//! The host side of the out-of-process plugin transport: spawn the plugin executable, shake
+//! hands, and carry requests as frames (see `millwright_plugin_sdk::stdio`).
+//!
+//! Each instance is its own process, started lazily by the first request of a connector
+//! incarnation and killed when the incarnation ends (`kill_on_drop`). A process that exits,
+//! aborts, stops answering within the call timeout, or stops sending heartbeats fails the call
+//! with a [`TransportError`]: the connector actor fails, its supervisor restarts it with
+//! backoff, and the next incarnation starts a fresh process. The plugin's stderr goes to the
+//! node's log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use millwright_actors::connector::{BoxFuture, NodeHost, Transport, TransportError};
+use millwright_plugin_sdk::context::Host;
+use millwright_plugin_sdk::manifest::{ABI_MAJOR, ABI_MINOR, Manifest};
+use millwright_plugin_sdk::protocol::{Request, Response};
+use millwright_plugin_sdk::stdio::{Frame, HEARTBEAT_INTERVAL, MAX_FRAME};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+/// Heartbeats missed before a plugin process counts as hung.
+const MISSED_BEATS: u32 = 6;
+
+/// How to start one out-of-process instance.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// The plugin executable.
+    pub program: PathBuf,
+    /// The instance's name.
+    pub instance: String,
+    /// The longest one request may take.
+    pub call_timeout: Duration,
+}
+
+struct Running {
+    _child: Child,
+    stdin: ChildStdin,
+    frames: mpsc::Receiver<Frame>,
+    last_beat: Arc<AtomicU64>,
+    started: Instant,
+    manifest: Manifest,
+}
+
+/// A [`Transport`] to an out-of-process instance; starts the process on first use.
+pub struct ProcessTransport {
+    spec: ProcessSpec,
+    running: Option<Running>,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for ProcessTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessTransport")
+            .field("program", &self.spec.program)
+            .field("instance", &self.spec.instance)
+            .field("running", &self.running.is_some())
+            .finish()
+    }
+}
+
+async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Frame>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!("frame of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+async fn write_frame(w: &mut ChildStdin, frame: &Frame) -> std::io::Result<()> {
+    let body = serde_json::to_vec(frame).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(&body).await?;
+    w.flush().await
+}
+
+fn gone(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Gone(e.to_string())
+}
+
+impl ProcessTransport {
+    /// A transport that will start `spec.program` on its first request.
+    pub fn new(spec: ProcessSpec) -> Self {
+        Self {
+            spec,
+            running: None,
+            next_id: 0,
+        }
+    }
+
+    /// The manifest the running process sent in its `Hello`, if it runs.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.running.as_ref().map(|r| &r.manifest)
+    }
+
+    async fn start(&mut self) -> Result<(), TransportError> {
+        let mut child = Command::new(&self.spec.program)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| gone(format!("cannot start {}: {e}", self.spec.program.display())))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| gone("no stdin"))?;
+        let mut stdout = child.stdout.take().ok_or_else(|| gone("no stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| gone("no stderr"))?;
+        let instance = self.spec.instance.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::warn!(instance = %instance, "plugin stderr: {line}");
+            }
+        });
+        write_frame(
+            &mut stdin,
+            &Frame::Hello {
+                major: ABI_MAJOR,
+                minor: ABI_MINOR,
+                instance: Some(self.spec.instance.clone()),
+                manifest: None,
+            },
+        )
+        .await
+        .map_err(gone)?;
+        let hello = tokio::time::timeout(self.spec.call_timeout, read_frame(&mut stdout))
+            .await
+            .map_err(|_| TransportError::Timeout(self.spec.call_timeout))?
+            .map_err(gone)?;
+        let manifest = match hello {
+            Some(Frame::Hello {
+                major,
+                minor,
+                manifest: Some(manifest),
+                ..
+            }) if major == ABI_MAJOR && millwright_plugin_sdk::manifest::supports_minor(minor) => {
+                *manifest
+            }
+            Some(Frame::Hello { major, minor, .. }) => {
+                return Err(gone(format!(
+                    "{} speaks plugin protocol {major}.{minor}; this node supports \
+                     {ABI_MAJOR}.0 to {ABI_MAJOR}.{ABI_MINOR}; rebuild the plugin",
+                    self.spec.program.display()
+                )));
+            }
+            Some(Frame::Refused { reason }) => return Err(gone(reason)),
+            other => {
+                return Err(gone(format!(
+                    "{} did not answer the handshake (got {other:?}); is it a Millwright plugin?",
+                    self.spec.program.display()
+                )));
+            }
+        };
+        let (tx, frames) = mpsc::channel(64);
+        let last_beat = Arc::new(AtomicU64::new(0));
+        let beat = last_beat.clone();
+        let started = Instant::now();
+        let host = NodeHost {
+            plugin: manifest.id.clone(),
+        };
+        let instance = self.spec.instance.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = read_frame(&mut stdout).await {
+                match frame {
+                    Frame::Heartbeat => {
+                        beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    }
+                    Frame::Log { record } => host.log(&instance, record),
+                    Frame::Metric { update } => host.metric(&instance, update),
+                    other => {
+                        if tx.send(other).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        tracing::info!(plugin = %manifest.id, instance = %self.spec.instance, pid = child.id(), "plugin process started");
+        self.running = Some(Running {
+            _child: child,
+            stdin,
+            frames,
+            last_beat,
+            started,
+            manifest,
+        });
+        Ok(())
+    }
+
+    async fn call(&mut self, request: Request) -> Result<Response, TransportError> {
+        if self.running.is_none() {
+            self.start().await?;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let timeout = self.spec.call_timeout;
+        let running = self.running.as_mut().expect("started above");
+        write_frame(&mut running.stdin, &Frame::Request { id, request })
+            .await
+            .map_err(|e| gone(format!("the plugin process is gone ({e})")))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let silence = HEARTBEAT_INTERVAL * MISSED_BEATS;
+        loop {
+            let wait = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(HEARTBEAT_INTERVAL);
+            match tokio::time::timeout(wait, running.frames.recv()).await {
+                Ok(Some(Frame::Response { id: got, response })) if got == id => {
+                    return Ok(response);
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(gone("the plugin process exited")),
+                Err(_) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(TransportError::Timeout(timeout));
+                    }
+                    let since_beat =
+                        running
+                            .started
+                            .elapsed()
+                            .saturating_sub(Duration::from_millis(
+                                running.last_beat.load(Ordering::Relaxed),
+                            ));
+                    if since_beat > silence {
+                        return Err(gone(format!("no heartbeat for {since_beat:?}")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Transport for ProcessTransport {
+    fn request(&mut self, request: Request) -> BoxFuture<'_, Result<Response, TransportError>> {
+        Box::pin(async move {
+            let result = self.call(request).await;
+            if result.is_err() {
+                // A failed process is not reused: the next incarnation starts a new one.
+                self.running = None;
+            }
+            result
+        })
+    }
+}
+
+/// A factory for the connector actor: a fresh process per incarnation.
+pub fn transport_factory(spec: ProcessSpec) -> millwright_actors::connector::TransportFactory {
+    Arc::new(move || -> Box<dyn Transport> { Box::new(ProcessTransport::new(spec.clone())) })
+}

@@ -1,0 +1,179 @@
+//! Plugins out of process, with the real `plugins/testkit` executable: the handshake and
+//! requests over frames, and a plugin that aborts or stops answering is restarted by its
+//! supervisor with every event delivered (at-least-once, none missing), while the node (this
+//! test process) carries on.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
+use millwright_actors::bus::Bus;
+use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec, Transport};
+use millwright_actors::status::StatusBoard;
+use millwright_actors::supervisor::{
+    BackoffPolicy, ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec, child_name,
+};
+use millwright_plugin_sdk::event::Envelope;
+use millwright_plugin_sdk::protocol::{Request, Response};
+use millwright_runtime::plugin_process::{self, ProcessSpec, ProcessTransport};
+use ractor::Actor;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Builds `plugins/testkit` once per test process and returns its executable.
+fn testkit() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = millwright_tests::workspace_root();
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--locked", "-p", "millwright-plugin-testkit"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "the testkit plugin builds");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let path = target.join("debug/millwright-plugin-testkit");
+        assert!(path.is_file(), "{} exists", path.display());
+        path
+    })
+}
+
+fn spec(instance: &str, timeout: Duration) -> ProcessSpec {
+    ProcessSpec {
+        program: testkit().to_path_buf(),
+        instance: instance.to_owned(),
+        call_timeout: timeout,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executable_shakes_hands_and_serves_requests_over_frames() {
+    let mut t = ProcessTransport::new(spec("x1", Duration::from_secs(10)));
+    let config = serde_json::json!({ "count": 5 });
+    assert_eq!(
+        t.request(Request::Open { config }).await.unwrap(),
+        Response::Done
+    );
+    assert_eq!(
+        t.manifest().unwrap().id,
+        "testkit",
+        "the manifest came with Hello"
+    );
+    assert_eq!(t.request(Request::Connect).await.unwrap(), Response::Done);
+    let Response::Batch { batch } = t.request(Request::ReadBatch { max: 10 }).await.unwrap() else {
+        panic!("a batch")
+    };
+    assert_eq!(batch.events.len(), 5);
+    assert_eq!(batch.events[0].subject, "mw.ev.x1.seq");
+}
+
+async fn run_with_fault(fault: &str, instance: &str) -> (HashMap<u64, u32>, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::embedded();
+    let mut sub = bus.subscribe(&format!("mw.ev.{instance}.>")).await.unwrap();
+    let board = StatusBoard::new();
+    let options = BrokerOptions::new(dir.path().join("broker"));
+    let (broker, intake) = BrokerHandle::new(&options);
+    let broker_id = format!("{instance}-node/broker");
+    Actor::spawn(
+        Some(broker_id.clone()),
+        Broker,
+        BrokerArgs {
+            options,
+            intake,
+            bus: bus.clone(),
+            board: board.clone(),
+            component_id: broker_id,
+        },
+    )
+    .await
+    .unwrap();
+    let total = 300u64;
+    let config = serde_json::json!({
+        "count": total,
+        fault: 100,
+        "state_file": dir.path().join("state.json"),
+    });
+    let connector = Arc::new(ConnectorSpec {
+        instance: instance.to_owned(),
+        plugin: "testkit".into(),
+        config,
+        max_batch: 50,
+        poll_interval: Duration::from_millis(10),
+        backoff: BackoffPolicy::default(),
+        republish_delay: Duration::from_millis(10),
+        idle_window: Duration::from_secs(30),
+    });
+    let process = spec(instance, Duration::from_secs(2));
+    let (b, bo) = (board.clone(), broker.clone());
+    let id = instance.to_owned();
+    let sup = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(RestartIntensity::new(5, Duration::from_secs(30)))
+        .backoff(BackoffPolicy {
+            min: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+            ..BackoffPolicy::default()
+        })
+        .child(ChildSpec::worker(instance, move |supervisor| {
+            let component_id = child_name(&supervisor, &id);
+            let args = ConnectorArgs {
+                spec: connector.clone(),
+                component_id: component_id.clone(),
+                board: b.clone(),
+                broker: bo.clone(),
+                transport: plugin_process::transport_factory(process.clone()),
+            };
+            Box::pin(async move {
+                let (a, _) =
+                    Actor::spawn_linked(Some(component_id), ConnectorActor, args, supervisor)
+                        .await?;
+                Ok(a.get_cell())
+            })
+        }));
+    let node = format!("{instance}-node");
+    Supervisor::spawn(node.clone(), sup, board.clone())
+        .await
+        .unwrap();
+    let mut counts: HashMap<u64, u32> = HashMap::new();
+    while counts.len() < total as usize {
+        let msg = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("{fault}: only {} of {total} values arrived", counts.len()))
+            .unwrap();
+        let env = Envelope::from_json_slice(&msg.payload).unwrap();
+        *counts.entry(env.payload.as_u64().unwrap()).or_insert(0) += 1;
+    }
+    let restarts = board
+        .get(&format!("{node}/{instance}"))
+        .map(|c| c.restarts)
+        .unwrap_or(0);
+    (counts, restarts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_aborts_is_restarted_and_every_event_arrives() {
+    let (counts, restarts) = run_with_fault("abort_at", "ab").await;
+    assert_eq!(counts.len(), 300, "none missing");
+    assert_eq!(restarts, 1, "one restart, for the abort");
+    let duplicates: u32 = counts.values().map(|n| n - 1).sum();
+    println!("abort: 300 values, {duplicates} duplicates, {restarts} restart");
+    assert_eq!(
+        duplicates, 0,
+        "the abort hit before the batch was published"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_stops_answering_is_restarted_and_every_event_arrives() {
+    let (counts, restarts) = run_with_fault("hang_at", "hg").await;
+    assert_eq!(counts.len(), 300, "none missing");
+    assert_eq!(restarts, 1, "one restart, for the hang");
+    let duplicates: u32 = counts.values().map(|n| n - 1).sum();
+    println!("hang: 300 values, {duplicates} duplicates, {restarts} restart");
+    assert_eq!(duplicates, 0);
+}
