@@ -1,5 +1,6 @@
 //! The command line: `millwright run CONFIG`, `millwright check CONFIG` and
-//! `millwright dlq --config CONFIG list|show|replay|purge`.
+//! `millwright dlq --config CONFIG list|show|replay|purge`, `millwright plugin inspect FILE`
+//! and `millwright plugin list --config CONFIG`.
 //!
 //! Exit codes: 0 success (including a graceful shutdown on SIGTERM/SIGINT), 1 the node failed
 //! (could not start, or its root supervisor gave up), 2 invalid config or usage, 130 a second
@@ -36,6 +37,9 @@ pub enum Command {
     },
     /// Lists, shows, replays or purges the dead-letter queue (of a running or stopped node).
     Dlq(crate::dlq_cli::DlqArgs),
+    /// Inspects a plugin file, or lists the plugins a running node loaded.
+    #[command(subcommand)]
+    Plugin(crate::plugin_cli::PluginCommand),
 }
 
 /// Arguments of `millwright run`.
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run(args) => run_node(args),
         Command::Dlq(args) => crate::dlq_cli::run(args),
+        Command::Plugin(command) => crate::plugin_cli::run(command),
     }
 }
 

@@ -6,6 +6,8 @@
 //! ```text
 //! <node>                       root supervisor, one_for_one
 //! ├── <node>/broker            the broker actor (every publish goes through it)
+//! ├── <node>/connectors        supervisor, one_for_one: one connector actor per
+//! │   └── <node>/connectors/line1   [connectors.<name>], each driving its plugin
 //! └── <node>/sims              supervisor, one_for_one, permanent workers
 //!     ├── <node>/sims/press1   sim actor
 //!     └── ...
@@ -16,16 +18,18 @@
 //! and machine monitors under the root, here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use millwright_actors::broker::disk_queue::DiskQueueOptions;
 use millwright_actors::broker::{
     Broker, BrokerArgs, BrokerHandle, BrokerOptions, DeliveryMode, Intake, StreamSpec,
 };
 use millwright_actors::bus::{Bus, SubjectScheme};
+use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec};
 use millwright_actors::sim::{FaultSchedule, Sim, SimArgs, SimSpec};
 use millwright_actors::status::StatusBoard;
 use millwright_actors::supervisor::{
-    BackoffPolicy, ChildSpec, RestartIntensity, Strategy, SupervisorSpec, child_name,
+    BackoffPolicy, ChildSpec, RestartIntensity, RestartType, Strategy, SupervisorSpec, child_name,
 };
 use millwright_plugin_sdk::circuit_breaker::BreakerConfig;
 use ractor::Actor;
@@ -49,6 +53,8 @@ pub struct BuildContext {
     pub broker: BrokerHandle,
     /// The broker's intake, shared by its incarnations.
     pub intake: Arc<Intake>,
+    /// The connectors, with their plugins loaded and checked ([`crate::plugins::prepare`]).
+    pub connectors: Arc<Vec<crate::plugins::PreparedConnector>>,
 }
 
 /// A built-in component: its child id under the root and how to build its child spec.
@@ -70,11 +76,67 @@ pub const BUILTIN: &[Component] = &[
         build: broker,
     },
     Component {
+        id: CONNECTORS,
+        description: "connector instances run from plugins ([connectors.<name>])",
+        build: connectors,
+    },
+    Component {
         id: SIMS,
         description: "simulated machines ([sims.<name>])",
         build: sims,
     },
 ];
+
+/// The child id of the connectors supervisor.
+pub const CONNECTORS: &str = "connectors";
+
+/// The `connectors` supervisor: one permanent connector actor per `[connectors.<name>]`.
+fn connectors(ctx: &BuildContext) -> ChildSpec {
+    let spec = ctx.connectors.iter().fold(
+        policy(
+            SupervisorSpec::new(Strategy::OneForOne),
+            &ctx.config.supervision,
+        ),
+        |spec, c| spec.child(connector_child(ctx, c)),
+    );
+    ChildSpec::supervisor(CONNECTORS, spec)
+}
+
+fn connector_child(ctx: &BuildContext, c: &crate::plugins::PreparedConnector) -> ChildSpec {
+    let spec = Arc::new(ConnectorSpec {
+        instance: c.name.clone(),
+        plugin: c.manifest.id.clone(),
+        config: c.config.config.clone(),
+        max_batch: c.config.max_batch,
+        poll_interval: c.config.poll_interval,
+        backoff: BackoffPolicy {
+            min: ctx.config.supervision.min_backoff,
+            max: ctx.config.supervision.max_backoff,
+            ..BackoffPolicy::default()
+        },
+        republish_delay: Duration::from_millis(100),
+        idle_window: ctx.config.node.idle_window,
+    });
+    let (board, broker, transport) = (ctx.board.clone(), ctx.broker.clone(), c.transport.clone());
+    let id = c.name.clone();
+    // Transient: a source that reaches its end of input stops for good; a crash restarts it.
+    ChildSpec::worker(&c.name, move |supervisor| {
+        let component_id = child_name(&supervisor, &id);
+        let args = ConnectorArgs {
+            spec: spec.clone(),
+            component_id: component_id.clone(),
+            board: board.clone(),
+            broker: broker.clone(),
+            transport: transport.clone(),
+        };
+        Box::pin(async move {
+            let (a, _) =
+                Actor::spawn_linked(Some(component_id), ConnectorActor, args, supervisor).await?;
+            Ok(a.get_cell())
+        })
+    })
+    .restart(RestartType::Transient)
+}
 
 /// The child id of the broker.
 pub const BROKER: &str = "broker";

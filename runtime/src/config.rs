@@ -62,6 +62,57 @@ pub struct Config {
     /// Simulated machines, by name (`[sims.press1]`): the demo's data sources.
     #[serde(default)]
     pub sims: BTreeMap<String, SimConfig>,
+    /// Connector instances, by name (`[connectors.line1]`): plugins the node loads and runs.
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+}
+
+/// `[connectors.<name>]`: one connector instance, run from a plugin.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// The plugin: a `cdylib` (`.so`) for `in_process`, an executable for `out_of_process`.
+    /// Relative paths are relative to the working directory.
+    pub plugin: PathBuf,
+    /// `in_process` (loaded into the node: fast, for trusted plugins) or `out_of_process` (its
+    /// own process: a crash or a hang kills only it).
+    #[serde(default)]
+    pub mode: PluginMode,
+    /// The plugin's own config, checked against the JSON Schema in its manifest at start.
+    #[serde(default = "defaults::connector_config")]
+    pub config: serde_json::Value,
+    /// Most events per read.
+    #[serde(default = "defaults::connector_max_batch")]
+    pub max_batch: usize,
+    /// Wait after an empty read before reading again.
+    #[serde(default = "defaults::connector_poll_interval", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub poll_interval: Duration,
+    /// The longest one call to an out-of-process plugin may take before it counts as hung.
+    #[serde(default = "defaults::connector_call_timeout", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub call_timeout: Duration,
+}
+
+/// How a plugin runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginMode {
+    /// Loaded into the node's process.
+    #[default]
+    InProcess,
+    /// A process of its own per instance.
+    OutOfProcess,
+}
+
+impl PluginMode {
+    /// `in_process` or `out_of_process`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProcess => "in_process",
+            Self::OutOfProcess => "out_of_process",
+        }
+    }
 }
 
 /// `[node]`: identity, storage and timing of this node.
@@ -422,6 +473,22 @@ pub mod defaults {
     /// `watchdog.timeout`.
     pub fn watchdog_timeout() -> Duration {
         Duration::from_secs(2)
+    }
+    /// `connectors.<name>.config`: an empty table.
+    pub fn connector_config() -> serde_json::Value {
+        serde_json::Value::Object(serde_json::Map::new())
+    }
+    /// `connectors.<name>.max_batch`.
+    pub fn connector_max_batch() -> usize {
+        256
+    }
+    /// `connectors.<name>.poll_interval`.
+    pub fn connector_poll_interval() -> Duration {
+        Duration::from_millis(100)
+    }
+    /// `connectors.<name>.call_timeout`.
+    pub fn connector_call_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     /// `sims.<name>.interval`.
     pub fn sim_interval() -> Duration {

@@ -10,6 +10,7 @@
 //! | GET | `/` | a status page that polls `/health` and `/values` every second |
 //! | POST | `/control/sims/{machine}/{command}` | tells a sim to `fail`, `hang`, `degrade`, `recover`, `pause` or `resume` |
 //! | POST | `/events` | ingests a JSON array of event envelopes through the broker; 200 once every one is durable |
+//! | GET | `/plugins` | JSON: every connector's plugin, version, mode, file, SDK and ABI |
 //! | GET | `/broker` | JSON: the broker's mode, breaker, queue depth and bytes, DLQ size, counters |
 //! | GET | `/control/dlq` | JSON: the oldest 100 dead letters and the total |
 //! | POST | `/control/dlq` | runs a DLQ command (`{"op": "replay", "target": "all"}`, ...) |
@@ -76,6 +77,8 @@ pub struct HttpState {
     pub broker: BrokerHandle,
     /// Subjects `/events` accepts start with this (`mw.ev.`).
     pub events_prefix: String,
+    /// The plugins this node loaded, one line per connector.
+    pub plugins: std::sync::Arc<Vec<crate::plugins::PluginInfo>>,
 }
 
 /// The overall verdict in `/health`.
@@ -139,6 +142,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/control/sims/{machine}/{command}", post(control_sim))
         .route("/events", post(ingest_events))
         .route("/broker", get(broker_stats))
+        .route("/plugins", get(plugins))
         .route("/control/dlq", get(dlq_list).post(dlq_command))
         .with_state(state)
 }
@@ -336,4 +340,9 @@ async fn dlq_command(State(state): State<HttpState>, body: axum::body::Bytes) ->
         Ok(reply) => Json(reply).into_response(),
         Err(e) => broker_error(e),
     }
+}
+
+/// `GET /plugins`.
+async fn plugins(State(state): State<HttpState>) -> Json<Vec<crate::plugins::PluginInfo>> {
+    Json(state.plugins.as_ref().clone())
 }

@@ -21,7 +21,9 @@
 //! - [`phase`]: starting, ready, stopping;
 //! - [`plugin_host`]: loading and checking plugin `cdylib`s, and the transport to their
 //!   instances;
-//! - [`plugin_process`]: plugins out of process: spawn, handshake, frames, heartbeats.
+//! - [`plugin_process`]: plugins out of process: spawn, handshake, frames, heartbeats;
+//! - [`plugins`]: the node's connectors: load, check, validate config, prepare transports;
+//! - [`plugin_cli`]: `millwright plugin inspect | list`.
 
 pub mod cli;
 pub mod components;
@@ -36,8 +38,10 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod phase;
+pub mod plugin_cli;
 pub mod plugin_host;
 pub mod plugin_process;
+pub mod plugins;
 pub mod shutdown;
 pub mod state_feed;
 pub mod watchdog;

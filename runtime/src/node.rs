@@ -50,6 +50,9 @@ pub enum NodeError {
     /// The bus could not be opened.
     #[error("bus: {0} (check [bus] nats_url, or remove it to use the embedded bus)")]
     Bus(#[from] BusError),
+    /// A connector's plugin or config was refused.
+    #[error(transparent)]
+    Plugins(#[from] Box<crate::plugins::PreparePluginError>),
     /// The JetStream stream exists with settings the broker cannot work with.
     #[error("{0}")]
     Stream(#[source] StreamError),
@@ -109,6 +112,9 @@ impl Node {
         let machines: Vec<String> = config.sims.keys().cloned().collect();
         let control = Control::new(name.clone(), machines.clone());
         let latest = LatestValues::default();
+        // Plugins are loaded and checked, and every connector's config validated against its
+        // plugin's schema, before anything runs.
+        let connectors = Arc::new(crate::plugins::prepare(&config.connectors).await?);
         // The broker's intake exists before the broker actor: producers (and `/events`) that
         // come first wait in it, bounded.
         let broker_options = components::broker_options(&config);
@@ -131,6 +137,7 @@ impl Node {
                 latest: latest.clone(),
                 broker: broker.clone(),
                 events_prefix: format!("{}.ev.", config.bus.prefix),
+                plugins: Arc::new(connectors.iter().map(|c| c.info()).collect()),
             }),
             async move {
                 let _ = http_stopped.await;
@@ -170,6 +177,7 @@ impl Node {
             broker_options,
             broker: broker.clone(),
             intake,
+            connectors: connectors.clone(),
         };
         let (root, root_handle) = Supervisor::spawn(
             components::root_name(&name),

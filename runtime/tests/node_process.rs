@@ -52,7 +52,7 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
         broker["state"], "active",
         "sims publish through it: {broker}"
     );
-    let m1 = &health["components"][3];
+    let m1 = &health["components"][4];
     assert_eq!(m1["kind"], "sim");
     assert_eq!(m1["restarts"], 0);
     assert!(m1["since"].is_string());

@@ -3,9 +3,12 @@
 //! requests across the boundary, a panic contained in the plugin, and the connector actor
 //! running a loaded plugin through the broker.
 
+mod support;
+
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
@@ -19,24 +22,8 @@ use millwright_plugin_sdk::protocol::{Request, Response};
 use millwright_runtime::plugin_host::{self, DylibTransport, PluginError};
 use ractor::Actor;
 
-/// Builds `plugins/testkit` once per test process and returns its `.so`.
 fn testkit() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let root = millwright_tests::workspace_root();
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--locked", "-p", "millwright-plugin-testkit"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "the testkit plugin builds");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let path = target.join("debug/libmillwright_plugin_testkit.so");
-        assert!(path.is_file(), "{} exists", path.display());
-        path
-    })
+    &support::testkit().0
 }
 
 /// Compiles C source into a shared library in `dir`.

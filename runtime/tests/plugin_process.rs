@@ -3,10 +3,11 @@
 //! supervisor with every event delivered (at-least-once, none missing), while the node (this
 //! test process) carries on.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
@@ -23,24 +24,8 @@ use ractor::Actor;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Builds `plugins/testkit` once per test process and returns its executable.
 fn testkit() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let root = millwright_tests::workspace_root();
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--locked", "-p", "millwright-plugin-testkit"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "the testkit plugin builds");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let path = target.join("debug/millwright-plugin-testkit");
-        assert!(path.is_file(), "{} exists", path.display());
-        path
-    })
+    &support::testkit().1
 }
 
 fn spec(instance: &str, timeout: Duration) -> ProcessSpec {

@@ -132,6 +132,47 @@ pub(crate) fn problems(config: &Config) -> Vec<Problem> {
     );
     positive(&mut out, &["watchdog", "timeout"], config.watchdog.timeout);
 
+    for (name, c) in &config.connectors {
+        if !is_token(name) {
+            out.push(Problem::new(
+                &["connectors", name],
+                format!("invalid connector name {name:?}"),
+                TOKEN_HINT,
+            ));
+        }
+        if config.sims.contains_key(name) {
+            out.push(Problem::new(
+                &["connectors", name],
+                format!("{name:?} is also a sim; both would publish on mw.ev.{name}.*"),
+                "give the connector or the sim another name",
+            ));
+        }
+        if c.max_batch == 0 {
+            out.push(Problem::new(
+                &["connectors", name, "max_batch"],
+                "max_batch is 0",
+                "use at least 1",
+            ));
+        }
+        positive(
+            &mut out,
+            &["connectors", name, "poll_interval"],
+            c.poll_interval,
+        );
+        positive(
+            &mut out,
+            &["connectors", name, "call_timeout"],
+            c.call_timeout,
+        );
+        if !c.config.is_object() {
+            out.push(Problem::new(
+                &["connectors", name, "config"],
+                "config is not a table",
+                "write the plugin's settings as a table: config = { key = value }",
+            ));
+        }
+    }
+
     for (name, sim) in &config.sims {
         if !is_token(name) {
             out.push(Problem::new(

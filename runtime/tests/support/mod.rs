@@ -327,3 +327,27 @@ fn addr_field(line: &Value, field: &str) -> SocketAddr {
     }
     addr
 }
+
+/// Builds `plugins/testkit` once per test process; its `(library, executable)`.
+pub fn testkit() -> &'static (PathBuf, PathBuf) {
+    static PATHS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let root = millwright_tests::workspace_root();
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--locked", "-p", "millwright-plugin-testkit"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "the testkit plugin builds");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("debug");
+        let paths = (
+            target.join("libmillwright_plugin_testkit.so"),
+            target.join("millwright-plugin-testkit"),
+        );
+        assert!(paths.0.is_file() && paths.1.is_file(), "{paths:?} exist");
+        paths
+    })
+}
