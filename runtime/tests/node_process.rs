@@ -44,7 +44,14 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
         .collect();
     assert_eq!(
         ids,
-        ["hm", "hm/broker", "hm/sims", "hm/sims/m1", "hm/sims/m2"]
+        [
+            "hm",
+            "hm/broker",
+            "hm/connectors",
+            "hm/sims",
+            "hm/sims/m1",
+            "hm/sims/m2"
+        ]
     );
     let broker = &health["components"][1];
     assert_eq!(broker["kind"], "broker");
