@@ -126,11 +126,11 @@ pub struct VTable<P: Plugin> {
 }
 
 /// Builds the [`VTable`] of a plugin as a `static`: `plugin_vtable!(NAME: Type, source,
-/// responder);` with any of `source`, `sink`, `responder`.
+/// responder);` with any of `source`, `sink`, `responder` (`pub NAME` to export it).
 #[macro_export]
 macro_rules! plugin_vtable {
-    ($name:ident : $ty:ty $(, $kind:ident)* $(,)?) => {
-        static $name: $crate::protocol::VTable<$ty> = $crate::protocol::VTable {
+    ($vis:vis $name:ident : $ty:ty $(, $kind:ident)* $(,)?) => {
+        $vis static $name: $crate::protocol::VTable<$ty> = $crate::protocol::VTable {
             kinds: &[$($crate::plugin_vtable!(@kind $kind)),*],
             connect: |p, ctx, ()| ::std::boxed::Box::pin($crate::connector::Connector::connect(p, ctx)),
             close: |p, ctx, ()| ::std::boxed::Box::pin($crate::connector::Connector::close(p, ctx)),

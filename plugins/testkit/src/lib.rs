@@ -133,7 +133,7 @@ impl Source for Testkit {
     }
 }
 
-plugin_vtable!(TESTKIT: Testkit, source);
+plugin_vtable!(pub TESTKIT: Testkit, source);
 
 /// Serves the plugin out of process (the executable's `main`).
 pub fn serve() -> std::process::ExitCode {

@@ -1,0 +1,150 @@
+//! Events per second across each plugin boundary, against the same connector linked into the
+//! node, same run: the `testkit` source (`plugins/testkit`) read batch by batch (`read_batch`
+//! then `ack`, what the connector actor does per batch) through
+//!
+//! - a `StaticTransport` (the baseline: the connector's code called directly through the SDK's
+//!   adapter, no boundary);
+//! - a `DylibTransport` (the `cdylib`, loaded in process: JSON messages through `extern "C"`);
+//! - a `ProcessTransport` (the executable, out of process: JSON frames over pipes),
+//!
+//! at batch sizes 1, 64 and 1024. The plugin is built in release mode first (`cargo build
+//! --release -p millwright-plugin-testkit`). Rounds alternate between paths; medians.
+//! Targets at batch 64: in-process >= 0.9 of static, out of process >= 0.5 of static.
+//!
+//! Run: `cargo bench -p millwright-benches --bench plugins`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use millwright_actors::connector::{StaticTransport, Transport};
+use millwright_plugin_sdk::protocol::{Request, Response};
+use millwright_plugin_testkit::{TESTKIT, Testkit};
+use millwright_runtime::plugin_host::{self, DylibTransport};
+use millwright_runtime::plugin_process::{ProcessSpec, ProcessTransport};
+
+const ROUNDS: usize = 5;
+const BATCHES: [usize; 3] = [1, 64, 1024];
+
+fn release_plugin() -> (PathBuf, PathBuf) {
+    let root = millwright_tests::workspace_root();
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "millwright-plugin-testkit",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the testkit plugin builds");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release");
+    (
+        dir.join("libmillwright_plugin_testkit.so"),
+        dir.join("millwright-plugin-testkit"),
+    )
+}
+
+async fn open(t: &mut dyn Transport) {
+    let config = serde_json::json!({ "count": u64::MAX / 2 });
+    assert_eq!(
+        t.request(Request::Open { config }).await.unwrap(),
+        Response::Done
+    );
+    assert_eq!(t.request(Request::Connect).await.unwrap(), Response::Done);
+}
+
+/// Reads `events` events in batches of `batch`, acknowledging each.
+async fn run(t: &mut dyn Transport, batch: usize, events: usize) -> Duration {
+    let start = Instant::now();
+    let mut got = 0;
+    while got < events {
+        let Response::Batch { batch: b } =
+            t.request(Request::ReadBatch { max: batch }).await.unwrap()
+        else {
+            panic!("a batch")
+        };
+        got += b.events.len();
+        assert_eq!(
+            t.request(Request::Ack { token: b.token }).await.unwrap(),
+            Response::Done
+        );
+    }
+    start.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let (lib, exe) = release_plugin();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let loaded = plugin_host::load(&lib).expect("the plugin loads");
+        let mut paths: Vec<(&str, Box<dyn Transport>)> = vec![
+            ("static (linked in)", Box::new(StaticTransport::<Testkit>::new(&TESTKIT, "b", serde_json::Value::Null))),
+            ("in-process (cdylib)", Box::new(DylibTransport::new(&loaded, "b").unwrap())),
+            (
+                "out of process",
+                Box::new(ProcessTransport::new(ProcessSpec {
+                    program: exe.clone(),
+                    instance: "b".into(),
+                    call_timeout: Duration::from_secs(30),
+                })),
+            ),
+        ];
+        for (_, t) in &mut paths {
+            open(t.as_mut()).await;
+        }
+        println!("\n### plugins: events per second across the boundary (median of {ROUNDS})\n");
+        println!("| batch | path | events/s | ÷ static |");
+        println!("|---:|---|---:|---:|");
+        let mut at_64 = (0.0, 0.0);
+        for batch in BATCHES {
+            let events = (batch * 2_000).clamp(20_000, 400_000);
+            for (_, t) in &mut paths {
+                run(t.as_mut(), batch, events / 10).await; // warm-up
+            }
+            let mut wall = vec![Vec::new(); paths.len()];
+            for round in 0..ROUNDS {
+                for k in 0..paths.len() {
+                    let i = (round + k) % paths.len();
+                    wall[i].push(run(paths[i].1.as_mut(), batch, events).await);
+                }
+            }
+            let rates: Vec<f64> = wall
+                .into_iter()
+                .map(|w| events as f64 / median(w).as_secs_f64())
+                .collect();
+            for (i, (name, _)) in paths.iter().enumerate() {
+                println!(
+                    "| {batch} | {name} | {:.0} k | {:.2} |",
+                    rates[i] / 1e3,
+                    rates[i] / rates[0]
+                );
+            }
+            if batch == 64 {
+                at_64 = (rates[1] / rates[0], rates[2] / rates[0]);
+            }
+        }
+        let verdict = |x: f64, t: f64| if x >= t { "met" } else { "NOT met" };
+        println!(
+            "\nTargets at batch 64: in-process {:.2} of static (>= 0.90: {}), out of process {:.2} (>= 0.50: {})",
+            at_64.0,
+            verdict(at_64.0, 0.9),
+            at_64.1,
+            verdict(at_64.1, 0.5)
+        );
+    });
+}
