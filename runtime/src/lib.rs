@@ -23,7 +23,8 @@
 //!   instances;
 //! - [`plugin_process`]: plugins out of process: spawn, handshake, frames, heartbeats;
 //! - [`plugins`]: the node's connectors: load, check, validate config, prepare transports;
-//! - [`plugin_cli`]: `millwright plugin inspect | list`.
+//! - [`plugin_cli`]: `millwright plugin inspect | list | new`;
+//! - [`plugin_template`]: the crate `plugin new` writes.
 
 pub mod cli;
 pub mod components;
@@ -41,6 +42,7 @@ pub mod phase;
 pub mod plugin_cli;
 pub mod plugin_host;
 pub mod plugin_process;
+pub mod plugin_template;
 pub mod plugins;
 pub mod shutdown;
 pub mod state_feed;

@@ -1,4 +1,5 @@
-//! `millwright plugin inspect FILE` and `millwright plugin list --config CONFIG`.
+//! `millwright plugin inspect FILE`, `millwright plugin list --config CONFIG` and
+//! `millwright plugin new NAME`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,18 @@ pub enum PluginCommand {
         /// The node's config file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Writes a new plugin crate (a source with a config, a test, a cdylib and an executable)
+    /// that builds and passes its own test.
+    New {
+        /// The plugin's name: lowercase letters, digits and `-` (`acme-press`).
+        name: String,
+        /// Where to create the crate's folder (default: the current directory).
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+        /// The plugin-sdk to depend on (default: the one this millwright was built from).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
     },
 }
 
@@ -90,6 +103,26 @@ pub fn run(command: PluginCommand) -> ExitCode {
                 }
             }
         }
+        PluginCommand::New {
+            name,
+            path,
+            sdk_path,
+        } => match crate::plugin_template::write(&name, &path, sdk_path.as_deref()) {
+            Ok(dir) => {
+                println!("created plugin {name} in {}", dir.display());
+                println!("  cd {} && cargo test", dir.display());
+                println!(
+                    "  then: millwright plugin inspect {}/target/debug/lib{}.so",
+                    dir.display(),
+                    name.replace('-', "_")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         PluginCommand::List { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
