@@ -15,8 +15,9 @@
 //! Libraries are never unloaded: code and statics of a plugin may be referenced by threads or
 //! destructors the host cannot see, so a loaded library lives until the process exits.
 //!
-//! Each request runs on tokio's blocking pool (the plugin runs its own runtime inside the
-//! call); one request at a time per instance.
+//! Each request blocks the calling thread while the plugin works (`block_in_place` on a
+//! multi-threaded runtime, the blocking pool otherwise; the plugin runs its own runtime inside
+//! the call); one request at a time per instance.
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
@@ -303,15 +304,26 @@ impl Transport for DylibTransport {
                 .take()
                 .ok_or_else(|| TransportError::Gone("an earlier call did not return".to_owned()))?;
             let body = serde_json::to_vec(&request).unwrap_or_default();
-            let (live, answer) = tokio::task::spawn_blocking(move || {
+            let call = move || {
                 let buffer = (live.header.handle)(live.instance, StrRef::from_bytes(&body));
                 // SAFETY: a buffer the plugin just returned; freed right after.
                 let answer = serde_json::from_slice::<Response>(unsafe { buffer.as_bytes() });
                 (live.header.free)(buffer);
                 (live, answer)
-            })
-            .await
-            .map_err(|e| TransportError::Gone(format!("the plugin call failed: {e}")))?;
+            };
+            // The call blocks this thread while the plugin works. On a multi-threaded runtime
+            // `block_in_place` lets the other tasks move away, without the hand-off to the
+            // blocking pool (tens of microseconds per call); elsewhere, the blocking pool.
+            let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            });
+            let (live, answer) = if multi_thread {
+                tokio::task::block_in_place(call)
+            } else {
+                tokio::task::spawn_blocking(call)
+                    .await
+                    .map_err(|e| TransportError::Gone(format!("the plugin call failed: {e}")))?
+            };
             self.live = Some(live);
             answer.map_err(|e| TransportError::Gone(format!("unreadable answer: {e}")))
         })
