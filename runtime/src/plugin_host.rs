@@ -314,9 +314,8 @@ impl Transport for DylibTransport {
             // The call blocks this thread while the plugin works. On a multi-threaded runtime
             // `block_in_place` lets the other tasks move away, without the hand-off to the
             // blocking pool (tens of microseconds per call); elsewhere, the blocking pool.
-            let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-            });
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
             let (live, answer) = if multi_thread {
                 tokio::task::block_in_place(call)
             } else {

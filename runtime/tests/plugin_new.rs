@@ -55,7 +55,10 @@ fn a_new_plugin_builds_passes_its_tests_and_inspects() {
     assert!(built.success(), "the new plugin builds");
     let lib = target.join("debug/libacme_counter.so");
     assert!(lib.is_file(), "a cdylib");
-    assert!(target.join("debug/acme-counter").is_file(), "and an executable");
+    assert!(
+        target.join("debug/acme-counter").is_file(),
+        "and an executable"
+    );
     let (ok, text) = millwright(&["plugin", "inspect", lib.to_str().unwrap()]);
     assert!(ok, "{text}");
     assert!(text.contains("plugin acme-counter 0.1.0"), "{text}");
