@@ -358,3 +358,37 @@ async fn a_panic_in_read_batch_restarts_the_instance_and_no_event_is_lost() {
         "the panic hit before the batch was published, so none repeat"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_always_fails_stays_degraded_and_backs_off_without_crashing() {
+    let rig = rig().await;
+    let config = serde_json::json!({ "fail_connects": u32::MAX });
+    let transport_config = config.clone();
+    let args = ConnectorArgs {
+        spec: spec("f2", "flaky", config),
+        component_id: "n/connectors/f2".into(),
+        board: rig.board.clone(),
+        broker: rig.broker.clone(),
+        transport: Arc::new(move || {
+            Box::new(StaticTransport::<Flaky>::new(
+                &FLAKY_VT,
+                "f2",
+                transport_config.clone(),
+            ))
+        }),
+    };
+    let (actor, _) = Actor::spawn(None, ConnectorActor, args).await.unwrap();
+    wait_state(&rig.board, "n/connectors/f2", "degraded_connection").await;
+    // Keep watching while it retries: many attempts, never a crash, always degraded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while FLAKY.lock().get("f2").copied().unwrap_or(0) < 8 {
+        assert!(tokio::time::Instant::now() < deadline, "it keeps retrying");
+        assert_eq!(actor.get_status(), ractor::ActorStatus::Running, "no crash");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = rig.board.get("n/connectors/f2").unwrap();
+    assert_eq!(status.state.name(), "degraded_connection");
+    assert_eq!(status.restarts, 0, "backing off is not restarting");
+    let reason = status.state.reason().unwrap_or_default().to_owned();
+    assert!(reason.contains("attempt"), "{reason}");
+}
