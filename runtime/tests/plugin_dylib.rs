@@ -11,7 +11,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
 use millwright_actors::bus::Bus;
 use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec, Transport};
 use millwright_actors::status::StatusBoard;
@@ -167,21 +166,7 @@ async fn the_connector_actor_runs_a_loaded_plugin_through_the_broker() {
     let bus = Bus::embedded();
     let mut sub = bus.subscribe("mw.ev.d1.>").await.unwrap();
     let board = StatusBoard::new();
-    let options = BrokerOptions::new(dir.path());
-    let (broker, intake) = BrokerHandle::new(&options);
-    Actor::spawn(
-        Some("pd/broker".into()),
-        Broker,
-        BrokerArgs {
-            options,
-            intake,
-            bus: bus.clone(),
-            board: board.clone(),
-            component_id: "pd/broker".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let broker = support::spawn_broker("pd/broker", dir.path(), &bus, &board).await;
     let spec = Arc::new(ConnectorSpec {
         instance: "d1".into(),
         plugin: "testkit".into(),

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
 use millwright_actors::bus::Bus;
 use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec, Transport};
 use millwright_actors::status::StatusBoard;
@@ -62,22 +61,8 @@ async fn run_with_fault(fault: &str, instance: &str) -> (HashMap<u64, u32>, u64)
     let bus = Bus::embedded();
     let mut sub = bus.subscribe(&format!("mw.ev.{instance}.>")).await.unwrap();
     let board = StatusBoard::new();
-    let options = BrokerOptions::new(dir.path().join("broker"));
-    let (broker, intake) = BrokerHandle::new(&options);
     let broker_id = format!("{instance}-node/broker");
-    Actor::spawn(
-        Some(broker_id.clone()),
-        Broker,
-        BrokerArgs {
-            options,
-            intake,
-            bus: bus.clone(),
-            board: board.clone(),
-            component_id: broker_id,
-        },
-    )
-    .await
-    .unwrap();
+    let broker = support::spawn_broker(&broker_id, &dir.path().join("broker"), &bus, &board).await;
     let total = 300u64;
     let config = serde_json::json!({
         "count": total,

@@ -351,3 +351,29 @@ pub fn testkit() -> &'static (PathBuf, PathBuf) {
         paths
     })
 }
+
+/// A broker actor named `id` on `bus`, keeping its files in `dir`; its handle.
+pub async fn spawn_broker(
+    id: &str,
+    dir: &Path,
+    bus: &millwright_actors::bus::Bus,
+    board: &millwright_actors::status::StatusBoard,
+) -> millwright_actors::broker::BrokerHandle {
+    use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
+    let options = BrokerOptions::new(dir);
+    let (handle, intake) = BrokerHandle::new(&options);
+    ractor::Actor::spawn(
+        Some(id.to_owned()),
+        Broker,
+        BrokerArgs {
+            options,
+            intake,
+            bus: bus.clone(),
+            board: board.clone(),
+            component_id: id.to_owned(),
+        },
+    )
+    .await
+    .expect("the broker starts");
+    handle
+}
