@@ -11,13 +11,25 @@
 //! --release -p millwright-plugin-testkit`). Rounds alternate between paths; medians.
 //! Targets at batch 64: in-process >= 0.9 of static, out of process >= 0.5 of static.
 //!
+//! A second table measures the whole path a node runs: the connector actor reading the plugin,
+//! publishing every batch through the broker (core mode, embedded bus) and acknowledging it,
+//! until a subscriber has every event, for the same three transports.
+//!
 //! Run: `cargo bench -p millwright-benches --bench plugins`.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use millwright_actors::connector::{StaticTransport, Transport};
+use std::sync::Arc;
+
+use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
+use millwright_actors::bus::Bus;
+use millwright_actors::connector::{
+    ConnectorActor, ConnectorArgs, ConnectorSpec, StaticTransport, Transport, TransportFactory,
+};
+use millwright_actors::status::StatusBoard;
+use millwright_actors::supervisor::BackoffPolicy;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use millwright_plugin_testkit::{TESTKIT, Testkit};
 use millwright_runtime::plugin_host::{self, DylibTransport};
@@ -76,6 +88,61 @@ async fn run(t: &mut dyn Transport, batch: usize, events: usize) -> Duration {
         );
     }
     start.elapsed()
+}
+
+/// The connector actor through the broker to a subscriber: time until `events` arrived.
+async fn pipeline(transport: TransportFactory, batch: usize, events: usize, n: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bus = Bus::embedded();
+    let mut sub = bus.subscribe("mw.ev.>").await.expect("subscribe");
+    let board = StatusBoard::new();
+    let options = BrokerOptions::new(dir.path());
+    let (broker, intake) = BrokerHandle::new(&options);
+    let broker_id = format!("bench{n}/broker");
+    let (broker_actor, _) = ractor::Actor::spawn(
+        Some(broker_id.clone()),
+        Broker,
+        BrokerArgs {
+            options,
+            intake,
+            bus: bus.clone(),
+            board: board.clone(),
+            component_id: broker_id,
+        },
+    )
+    .await
+    .expect("broker");
+    let spec = Arc::new(ConnectorSpec {
+        instance: "b".into(),
+        plugin: "testkit".into(),
+        config: serde_json::json!({ "count": events }),
+        max_batch: batch,
+        poll_interval: Duration::from_millis(1),
+        backoff: BackoffPolicy::default(),
+        republish_delay: Duration::from_millis(1),
+        idle_window: Duration::from_secs(30),
+    });
+    let start = Instant::now();
+    let (actor, _) = ractor::Actor::spawn(
+        None,
+        ConnectorActor,
+        ConnectorArgs {
+            spec,
+            component_id: format!("bench{n}/connectors/b"),
+            board,
+            broker,
+            transport,
+        },
+    )
+    .await
+    .expect("connector");
+    for _ in 0..events {
+        sub.next().await.expect("an event");
+    }
+    let took = start.elapsed();
+    actor.stop(None);
+    broker_actor.stop(None);
+    took
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -138,6 +205,60 @@ fn main() {
                 at_64 = (rates[1] / rates[0], rates[2] / rates[0]);
             }
         }
+        println!("\n### plugins: the whole path, connector actor → broker → bus (median of 3)\n");
+        println!("| batch | path | events/s | ÷ static |");
+        println!("|---:|---|---:|---:|");
+        let mut run_no = 0;
+        let mut pipe_64 = (0.0, 0.0);
+        for batch in BATCHES {
+            let events = (batch * 200).clamp(5_000, 100_000);
+            let factories: Vec<(&str, TransportFactory)> = vec![
+                (
+                    "static (linked in)",
+                    Arc::new(|| -> Box<dyn Transport> {
+                        Box::new(StaticTransport::<Testkit>::new(&TESTKIT, "b", serde_json::Value::Null))
+                    }),
+                ),
+                (
+                    "in-process (cdylib)",
+                    plugin_host::transport_factory(Arc::new(loaded.clone()), "b".into()),
+                ),
+                (
+                    "out of process",
+                    millwright_runtime::plugin_process::transport_factory(ProcessSpec {
+                        program: exe.clone(),
+                        instance: "b".into(),
+                        call_timeout: Duration::from_secs(30),
+                    }),
+                ),
+            ];
+            let mut wall = vec![Vec::new(); factories.len()];
+            for round in 0..3 {
+                for k in 0..factories.len() {
+                    let i = (round + k) % factories.len();
+                    run_no += 1;
+                    wall[i].push(pipeline(factories[i].1.clone(), batch, events, run_no).await);
+                }
+            }
+            let rates: Vec<f64> = wall
+                .into_iter()
+                .map(|w| events as f64 / median(w).as_secs_f64())
+                .collect();
+            for (i, (name, _)) in factories.iter().enumerate() {
+                println!(
+                    "| {batch} | {name} | {:.0} k | {:.2} |",
+                    rates[i] / 1e3,
+                    rates[i] / rates[0]
+                );
+            }
+            if batch == 64 {
+                pipe_64 = (rates[1] / rates[0], rates[2] / rates[0]);
+            }
+        }
+        println!(
+            "\nWhole path at batch 64: in-process {:.2} of static, out of process {:.2}",
+            pipe_64.0, pipe_64.1
+        );
         let verdict = |x: f64, t: f64| if x >= t { "met" } else { "NOT met" };
         println!(
             "\nTargets at batch 64: in-process {:.2} of static (>= 0.90: {}), out of process {:.2} (>= 0.50: {})",
