@@ -28,14 +28,12 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use futures::StreamExt;
-use millwright_actors::broker::{
-    Broker, BrokerArgs, BrokerHandle, BrokerMsg, BrokerOptions, DeliveryMode,
-};
+use millwright_actors::broker::{BrokerHandle, BrokerMsg, BrokerOptions, DeliveryMode};
 use millwright_actors::bus::{Bus, NatsOptions};
 use millwright_actors::status::StatusBoard;
 use millwright_plugin_sdk::event::Envelope;
 use millwright_tests::NatsServer;
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 
 const N: usize = 100_000;
 const BATCH: usize = 512;
@@ -139,17 +137,10 @@ async fn spawn_broker(bus: Bus, mode: DeliveryMode, name: &str) -> Spawned {
     options.mode = mode;
     options.breaker.open_base = Duration::from_millis(100);
     options.breaker.open_max = Duration::from_millis(500);
-    let (handle, intake) = BrokerHandle::new(&options);
-    let args = BrokerArgs {
-        options,
-        intake,
-        bus,
-        board: StatusBoard::new(),
-        component_id: name.to_owned(),
-    };
-    let (actor, _) = Actor::spawn(Some(name.to_owned()), Broker, args)
-        .await
-        .expect("broker starts");
+    let (handle, actor) =
+        millwright_actors::broker::actor::spawn(name, options, bus, StatusBoard::new())
+            .await
+            .expect("broker starts");
     Spawned {
         handle,
         actor,

@@ -18,12 +18,11 @@
 //! Run: `cargo bench -p millwright-benches --bench plugins`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
+use millwright_actors::broker::BrokerOptions;
 use millwright_actors::bus::Bus;
 use millwright_actors::connector::{
     ConnectorActor, ConnectorArgs, ConnectorSpec, StaticTransport, Transport, TransportFactory,
@@ -39,27 +38,7 @@ const ROUNDS: usize = 5;
 const BATCHES: [usize; 3] = [1, 64, 1024];
 
 fn release_plugin() -> (PathBuf, PathBuf) {
-    let root = millwright_tests::workspace_root();
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "millwright-plugin-testkit",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "the testkit plugin builds");
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("release");
-    (
-        dir.join("libmillwright_plugin_testkit.so"),
-        dir.join("millwright-plugin-testkit"),
-    )
+    millwright_tests::build_testkit(true)
 }
 
 async fn open(t: &mut dyn Transport) {
@@ -96,19 +75,12 @@ async fn pipeline(transport: TransportFactory, batch: usize, events: usize, n: u
     let bus = Bus::embedded();
     let mut sub = bus.subscribe("mw.ev.>").await.expect("subscribe");
     let board = StatusBoard::new();
-    let options = BrokerOptions::new(dir.path());
-    let (broker, intake) = BrokerHandle::new(&options);
     let broker_id = format!("bench{n}/broker");
-    let (broker_actor, _) = ractor::Actor::spawn(
-        Some(broker_id.clone()),
-        Broker,
-        BrokerArgs {
-            options,
-            intake,
-            bus: bus.clone(),
-            board: board.clone(),
-            component_id: broker_id,
-        },
+    let (broker, broker_actor) = millwright_actors::broker::actor::spawn(
+        &broker_id,
+        BrokerOptions::new(dir.path()),
+        bus.clone(),
+        board.clone(),
     )
     .await
     .expect("broker");

@@ -273,6 +273,8 @@ struct Instance<P: Plugin> {
     adapter: Adapter<P>,
     runtime: tokio::runtime::Runtime,
     poisoned: Option<String>,
+    /// Cancels the instance's context when `destroy` drops it.
+    _cancel: crate::context::CancelHandle,
 }
 
 /// The header's `create` for `P`.
@@ -302,12 +304,11 @@ pub unsafe fn create<P: Plugin>(
             serde_json::Value::Null,
             Arc::new(FfiHost(callbacks)),
         );
-        // The instance ends with `destroy`; nothing else cancels it.
-        std::mem::forget(cancel);
         let instance = Instance {
             adapter: Adapter::new(vtable, ctx),
             runtime,
             poisoned: None,
+            _cancel: cancel,
         };
         Some(Box::into_raw(Box::new(instance)).cast::<c_void>())
     })

@@ -41,6 +41,37 @@ pub fn free_port() -> u16 {
         .expect("the OS has no free loopback port")
 }
 
+/// Builds the `plugins/testkit` plugin (`cargo build -p millwright-plugin-testkit`, in release
+/// when `release`) and returns its `(cdylib, executable)`. Tests and benches that load a real
+/// plugin call this once; cargo makes the second call a no-op.
+///
+/// # Panics
+/// When the build fails or the files are not where cargo puts them.
+pub fn build_testkit(release: bool) -> (PathBuf, PathBuf) {
+    let root = workspace_root();
+    let mut args = vec!["build", "--locked", "-p", "millwright-plugin-testkit"];
+    if release {
+        args.push("--release");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(&args)
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the testkit plugin builds");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join(if release { "release" } else { "debug" });
+    let paths = (
+        dir.join("libmillwright_plugin_testkit.so"),
+        dir.join("millwright-plugin-testkit"),
+    );
+    assert!(paths.0.is_file() && paths.1.is_file(), "{paths:?} exist");
+    paths
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

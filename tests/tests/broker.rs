@@ -5,19 +5,18 @@
 //! Every test spawns its own server on free loopback ports and its own data dir.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use millwright_actors::broker::dlq_admin::{DlqCommand, DlqReply, Target};
 use millwright_actors::broker::{
-    Broker, BrokerArgs, BrokerHandle, BrokerMsg, BrokerOptions, BrokerStats, DeliveryMode, Intake,
+    BrokerHandle, BrokerMsg, BrokerOptions, BrokerStats, DeliveryMode,
 };
 use millwright_actors::bus::{Bus, NatsOptions};
 use millwright_actors::status::StatusBoard;
 use millwright_plugin_sdk::event::{Envelope, EventId};
 use millwright_tests::{NatsServer, wait_for, wait_until};
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -62,17 +61,11 @@ async fn rig(bus: Bus, tweak: impl FnOnce(&mut BrokerOptions)) -> Rig {
 }
 
 async fn spawn(bus: Bus, opts: BrokerOptions, dir: tempfile::TempDir) -> Rig {
-    let (handle, intake): (BrokerHandle, Arc<Intake>) = BrokerHandle::new(&opts);
     let board = StatusBoard::new();
     let id = format!("t{}/broker", EventId::new());
-    let args = BrokerArgs {
-        options: opts,
-        intake,
-        bus,
-        board: board.clone(),
-        component_id: id.clone(),
-    };
-    let (broker, _) = Actor::spawn(Some(id.clone()), Broker, args).await.unwrap();
+    let (handle, broker) = millwright_actors::broker::actor::spawn(&id, opts, bus, board.clone())
+        .await
+        .unwrap();
     Rig {
         broker,
         handle,

@@ -979,3 +979,29 @@ pub async fn dlq(
 pub async fn stats(registry_name: &str, timeout: Duration) -> Result<BrokerStats, BrokerCallError> {
     ask(registry_name, timeout, BrokerMsg::Stats).await
 }
+
+/// Spawns an unsupervised broker registered as `component_id` (tests, benchmarks, tools; the
+/// node spawns it under its root supervisor instead): the producers' handle and the actor.
+///
+/// # Errors
+/// The spawn error (a name already taken, a disk queue that cannot be opened).
+///
+/// # Cancel safety
+/// Cancel safe until the actor is spawned.
+pub async fn spawn(
+    component_id: &str,
+    options: BrokerOptions,
+    bus: Bus,
+    board: StatusBoard,
+) -> Result<(super::BrokerHandle, ActorRef<BrokerMsg>), ractor::SpawnErr> {
+    let (handle, intake) = super::BrokerHandle::new(&options);
+    let args = BrokerArgs {
+        options,
+        intake,
+        bus,
+        board,
+        component_id: component_id.to_owned(),
+    };
+    let (actor, _) = Actor::spawn(Some(component_id.to_owned()), Broker, args).await?;
+    Ok((handle, actor))
+}

@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::*;
-use crate::broker::{Broker, BrokerArgs, BrokerOptions};
+use crate::broker::BrokerOptions;
 use crate::bus::Bus;
 use crate::supervisor::{
     ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec, child_name,
@@ -37,19 +37,12 @@ async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::embedded();
     let board = StatusBoard::new();
-    let options = BrokerOptions::new(dir.path());
-    let (broker, intake) = BrokerHandle::new(&options);
     let id = format!("c{}/broker", millwright_plugin_sdk::event::EventId::new());
-    Actor::spawn(
-        Some(id.clone()),
-        Broker,
-        BrokerArgs {
-            options,
-            intake,
-            bus: bus.clone(),
-            board: board.clone(),
-            component_id: id,
-        },
+    let (broker, _) = crate::broker::actor::spawn(
+        &id,
+        BrokerOptions::new(dir.path()),
+        bus.clone(),
+        board.clone(),
     )
     .await
     .unwrap();

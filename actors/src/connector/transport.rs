@@ -10,7 +10,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use millwright_plugin_sdk::connector::Plugin;
-use millwright_plugin_sdk::context::{Context, Host, Level, LogRecord, MetricKind, MetricUpdate};
+use millwright_plugin_sdk::context::{
+    CancelHandle, Context, Host, Level, LogRecord, MetricKind, MetricUpdate,
+};
 use millwright_plugin_sdk::protocol::{Adapter, Request, Response, VTable};
 
 /// The transport failed; the instance must be restarted.
@@ -39,6 +41,8 @@ pub trait Transport: Send + 'static {
 #[derive(Debug)]
 pub struct StaticTransport<P: Plugin> {
     adapter: Adapter<P>,
+    /// Cancels the instance's context when the transport (the incarnation) goes.
+    _cancel: CancelHandle,
 }
 
 impl<P: Plugin> StaticTransport<P> {
@@ -53,10 +57,9 @@ impl<P: Plugin> StaticTransport<P> {
                 plugin: P::ID.to_owned(),
             }),
         );
-        // The actor's stop ends the instance; the token lives as long as the transport.
-        std::mem::forget(cancel);
         Self {
             adapter: Adapter::new(vtable, ctx),
+            _cancel: cancel,
         }
     }
 }

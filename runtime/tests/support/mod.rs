@@ -331,25 +331,7 @@ fn addr_field(line: &Value, field: &str) -> SocketAddr {
 /// Builds `plugins/testkit` once per test process; its `(library, executable)`.
 pub fn testkit() -> &'static (PathBuf, PathBuf) {
     static PATHS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
-    PATHS.get_or_init(|| {
-        let root = millwright_tests::workspace_root();
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--locked", "-p", "millwright-plugin-testkit"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "the testkit plugin builds");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"))
-            .join("debug");
-        let paths = (
-            target.join("libmillwright_plugin_testkit.so"),
-            target.join("millwright-plugin-testkit"),
-        );
-        assert!(paths.0.is_file() && paths.1.is_file(), "{paths:?} exist");
-        paths
-    })
+    PATHS.get_or_init(|| millwright_tests::build_testkit(false))
 }
 
 /// A broker actor named `id` on `bus`, keeping its files in `dir`; its handle.
@@ -359,21 +341,9 @@ pub async fn spawn_broker(
     bus: &millwright_actors::bus::Bus,
     board: &millwright_actors::status::StatusBoard,
 ) -> millwright_actors::broker::BrokerHandle {
-    use millwright_actors::broker::{Broker, BrokerArgs, BrokerHandle, BrokerOptions};
-    let options = BrokerOptions::new(dir);
-    let (handle, intake) = BrokerHandle::new(&options);
-    ractor::Actor::spawn(
-        Some(id.to_owned()),
-        Broker,
-        BrokerArgs {
-            options,
-            intake,
-            bus: bus.clone(),
-            board: board.clone(),
-            component_id: id.to_owned(),
-        },
-    )
-    .await
-    .expect("the broker starts");
-    handle
+    let options = millwright_actors::broker::BrokerOptions::new(dir);
+    millwright_actors::broker::actor::spawn(id, options, bus.clone(), board.clone())
+        .await
+        .expect("the broker starts")
+        .0
 }
