@@ -55,6 +55,8 @@ pub struct ConnectorSpec {
     pub plugin: String,
     /// The instance's config, validated against the plugin's schema.
     pub config: serde_json::Value,
+    /// The node's subject prefix (`mw`), handed to the plugin at `open`.
+    pub subject_prefix: String,
     /// Most events per `read_batch`.
     pub max_batch: usize,
     /// Wait after an empty batch before reading again.
@@ -239,8 +241,11 @@ impl ConnectorState {
     }
 
     async fn open(&mut self) -> Result<Next, ActorProcessingErr> {
-        let config = self.args.spec.config.clone();
-        match self.call(Request::Open { config }).await? {
+        let request = Request::Open {
+            config: self.args.spec.config.clone(),
+            subject_prefix: self.args.spec.subject_prefix.clone(),
+        };
+        match self.call(request).await? {
             Response::Done => {
                 self.phase = Phase::Connect;
                 Ok(Next::Now)

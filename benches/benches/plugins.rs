@@ -44,7 +44,7 @@ fn release_plugin() -> (PathBuf, PathBuf) {
 async fn open(t: &mut dyn Transport) {
     let config = serde_json::json!({ "count": u64::MAX / 2 });
     assert_eq!(
-        t.request(Request::Open { config }).await.unwrap(),
+        t.request(Request::open(config)).await.unwrap(),
         Response::Done
     );
     assert_eq!(t.request(Request::Connect).await.unwrap(), Response::Done);
@@ -88,6 +88,7 @@ async fn pipeline(transport: TransportFactory, batch: usize, events: usize, n: u
         instance: "b".into(),
         plugin: "testkit".into(),
         config: serde_json::json!({ "count": events }),
+        subject_prefix: "mw".into(),
         max_batch: batch,
         poll_interval: Duration::from_millis(1),
         backoff: BackoffPolicy::default(),

@@ -48,7 +48,7 @@
 //! impl Source for Counter {
 //!     async fn read_batch(&mut self, ctx: &Context, _max: usize) -> Result<SourceBatch, ConnectorError> {
 //!         self.n += 1;
-//!         let subject = format!("mw.ev.{}.count", ctx.instance());
+//!         let subject = ctx.event_subject("count");
 //!         Ok(SourceBatch::new(AckToken(self.n), vec![Envelope::new(ctx.instance(), subject, self.n.into())]))
 //!     }
 //!     async fn ack(&mut self, _ctx: &Context, _token: AckToken) -> Result<(), ConnectorError> { Ok(()) }

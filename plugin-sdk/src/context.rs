@@ -76,12 +76,16 @@ pub trait Host: Send + Sync + 'static {
     fn metric(&self, instance: &str, update: MetricUpdate);
 }
 
+/// The subject prefix a context has until the host says otherwise.
+pub const DEFAULT_SUBJECT_PREFIX: &str = "mw";
+
 /// What every connector call gets. Cheap to clone.
 #[derive(Clone)]
 pub struct Context {
     plugin: Arc<str>,
     instance: Arc<str>,
     config: Arc<serde_json::Value>,
+    subject_prefix: Arc<str>,
     host: Arc<dyn Host>,
     cancel: watch::Receiver<bool>,
 }
@@ -121,6 +125,7 @@ impl Context {
                 plugin: plugin.into(),
                 instance: instance.into(),
                 config: Arc::new(config),
+                subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
                 host,
                 cancel: rx,
             },
@@ -128,12 +133,25 @@ impl Context {
         )
     }
 
-    /// The same context with the instance's config (set when the instance is opened).
-    pub(crate) fn with_config(&self, config: serde_json::Value) -> Context {
+    /// The same context with the instance's config and the node's subject prefix (set when
+    /// the instance is opened).
+    pub(crate) fn opened(&self, config: serde_json::Value, subject_prefix: &str) -> Context {
         Context {
             config: Arc::new(config),
+            subject_prefix: subject_prefix.into(),
             ..self.clone()
         }
+    }
+
+    /// The node's subject prefix (`mw` unless the node's `[bus] prefix` says otherwise).
+    pub fn subject_prefix(&self) -> &str {
+        &self.subject_prefix
+    }
+
+    /// The subject for this instance's events tagged `tag`: `<prefix>.ev.<instance>.<tag>`
+    /// (`mw.ev.press1.temperature`). `tag` may hold dots for a deeper tree.
+    pub fn event_subject(&self, tag: &str) -> String {
+        format!("{}.ev.{}.{}", self.subject_prefix, self.instance, tag)
     }
 
     /// The plugin's id (`sim`, `opcua`).

@@ -97,7 +97,7 @@ impl<P: Plugin> TestHost<P> {
         let recorder = Arc::new(Recorder::default());
         let (ctx, cancel) = Context::new(P::ID, instance, config.clone(), recorder.clone());
         let mut adapter = Adapter::new(vtable, ctx);
-        expect_done(adapter.handle(Request::Open { config }).await)?;
+        expect_done(adapter.handle(Request::open(config)).await)?;
         Ok(Self {
             adapter,
             recorder,
@@ -266,7 +266,7 @@ impl Source for VecSource {
             return Err(ConnectorError::NotConnected("connect first".to_owned()));
         }
         let end = (self.next + max).min(self.config.values.len());
-        let subject = format!("mw.ev.{}.{}", ctx.instance(), self.config.tag);
+        let subject = ctx.event_subject(&self.config.tag);
         let events = self.config.values[self.next..end]
             .iter()
             .map(|v| Envelope::new(ctx.instance(), subject.clone(), v.clone()))

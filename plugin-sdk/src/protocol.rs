@@ -23,6 +23,9 @@ pub enum Request {
     Open {
         /// The instance's config, as the user wrote it.
         config: serde_json::Value,
+        /// The node's subject prefix (`mw`), for [`Context::event_subject`].
+        #[serde(default = "default_subject_prefix")]
+        subject_prefix: String,
     },
     /// [`Connector::connect`](crate::connector::Connector::connect).
     Connect,
@@ -54,6 +57,20 @@ pub enum Request {
     Health,
     /// [`Connector::close`](crate::connector::Connector::close); the instance is gone after.
     Close,
+}
+
+fn default_subject_prefix() -> String {
+    crate::context::DEFAULT_SUBJECT_PREFIX.to_owned()
+}
+
+impl Request {
+    /// The `open` request with the default subject prefix (`mw`).
+    pub fn open(config: serde_json::Value) -> Self {
+        Request::Open {
+            config,
+            subject_prefix: default_subject_prefix(),
+        }
+    }
 }
 
 /// The answer to one [`Request`].
@@ -211,8 +228,12 @@ impl<P: Plugin> Adapter<P> {
             Ok(()) => Response::Done,
             Err(error) => Response::Error { error },
         };
-        if let Request::Open { config } = request {
-            self.ctx = self.ctx.with_config(config.clone());
+        if let Request::Open {
+            config,
+            subject_prefix,
+        } = request
+        {
+            self.ctx = self.ctx.opened(config.clone(), &subject_prefix);
             return match serde_json::from_value::<P::Config>(config) {
                 Ok(config) => match P::new(config, &self.ctx) {
                     Ok(p) => {

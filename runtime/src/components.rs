@@ -107,6 +107,7 @@ fn connector_child(ctx: &BuildContext, c: &crate::plugins::PreparedConnector) ->
         instance: c.name.clone(),
         plugin: c.manifest.id.clone(),
         config: c.config.config.clone(),
+        subject_prefix: ctx.config.bus.prefix.clone(),
         max_batch: c.config.max_batch,
         poll_interval: c.config.poll_interval,
         backoff: BackoffPolicy {

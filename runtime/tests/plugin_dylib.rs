@@ -121,10 +121,7 @@ async fn requests_cross_the_boundary_and_a_panic_stays_inside_the_plugin() {
     let plugin = plugin_host::load(testkit()).unwrap();
     let mut t = DylibTransport::new(&plugin, "k1").unwrap();
     let config = serde_json::json!({ "count": 10 });
-    assert_eq!(
-        request(&mut t, Request::Open { config }).await,
-        Response::Done
-    );
+    assert_eq!(request(&mut t, Request::open(config)).await, Response::Done);
     assert_eq!(request(&mut t, Request::Connect).await, Response::Done);
     let Response::Batch { batch } = request(&mut t, Request::ReadBatch { max: 100 }).await else {
         panic!("a batch")
@@ -139,7 +136,7 @@ async fn requests_cross_the_boundary_and_a_panic_stays_inside_the_plugin() {
 
     let mut p = DylibTransport::new(&plugin, "k2").unwrap();
     let config = serde_json::json!({ "count": 10, "panic_at": 0 });
-    request(&mut p, Request::Open { config }).await;
+    request(&mut p, Request::open(config)).await;
     request(&mut p, Request::Connect).await;
     let Response::Error { error } = request(&mut p, Request::ReadBatch { max: 1 }).await else {
         panic!("an error")
@@ -171,6 +168,7 @@ async fn the_connector_actor_runs_a_loaded_plugin_through_the_broker() {
         instance: "d1".into(),
         plugin: "testkit".into(),
         config: serde_json::json!({ "count": 300 }),
+        subject_prefix: "mw".into(),
         max_batch: 64,
         poll_interval: Duration::from_millis(10),
         backoff: BackoffPolicy::default(),

@@ -40,7 +40,7 @@ async fn the_executable_shakes_hands_and_serves_requests_over_frames() {
     let mut t = ProcessTransport::new(spec("x1", Duration::from_secs(10)));
     let config = serde_json::json!({ "count": 5 });
     assert_eq!(
-        t.request(Request::Open { config }).await.unwrap(),
+        t.request(Request::open(config)).await.unwrap(),
         Response::Done
     );
     assert_eq!(
@@ -73,6 +73,7 @@ async fn run_with_fault(fault: &str, instance: &str) -> (HashMap<u64, u32>, u64)
         instance: instance.to_owned(),
         plugin: "testkit".into(),
         config,
+        subject_prefix: "mw".into(),
         max_batch: 50,
         poll_interval: Duration::from_millis(10),
         backoff: BackoffPolicy::default(),

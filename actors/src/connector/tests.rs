@@ -59,6 +59,7 @@ fn spec(instance: &str, plugin: &str, config: serde_json::Value) -> Arc<Connecto
         instance: instance.to_owned(),
         plugin: plugin.to_owned(),
         config,
+        subject_prefix: "mw".into(),
         max_batch: 64,
         poll_interval: Duration::from_millis(10),
         backoff: BackoffPolicy {

@@ -115,7 +115,7 @@ impl Source for Testkit {
             return Err(ConnectorError::EndOfInput);
         }
         let end = (self.next + max as u64).min(self.config.count);
-        let subject = format!("mw.ev.{}.seq", ctx.instance());
+        let subject = ctx.event_subject("seq");
         let events = (self.next..end)
             .map(|v| Envelope::new(ctx.instance(), subject.clone(), v.into()))
             .collect();
