@@ -25,6 +25,13 @@
 //! nothing is skipped. A batch read but not acknowledged when the instance dies is read again
 //! by the next incarnation (the plugin's `ack` is what moves its position): at-least-once.
 //!
+//! A sink or a responder is driven by messages instead of the loop: [`ConnectorMsg::Write`]
+//! hands a batch to `write_batch`, [`ConnectorMsg::Call`] a request to `call`, between the
+//! source's steps (one request at a time reaches the plugin). Both answer `NotConnected` while
+//! the instance is not connected; a `NotConnected` or `Transient` failure of the whole call
+//! sends the instance back to reconnecting (as a failed read does), a `Fatal` one restarts it.
+//! The runtime's connector bridge feeds them from the bus (`runtime/src/connector_bridge.rs`).
+//!
 //! States on the board: `starting_connection` while the first connect is tried,
 //! `degraded_connection` (with the error) while reconnecting, `idle`/`active` by data.
 
@@ -36,7 +43,8 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_plugin_sdk::connector::{ConnectorError, SourceBatch};
+use millwright_plugin_sdk::connector::{ConnectorError, Kind, SourceBatch, WriteResult};
+use millwright_plugin_sdk::event::Envelope;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -55,6 +63,9 @@ pub struct ConnectorSpec {
     pub plugin: String,
     /// The instance's config, validated against the plugin's schema.
     pub config: serde_json::Value,
+    /// The shapes the plugin offers (from its manifest): the read loop runs only for a
+    /// [`Kind::Source`].
+    pub kinds: Vec<Kind>,
     /// The node's subject prefix (`mw`), handed to the plugin at `open`.
     pub subject_prefix: String,
     /// Most events per `read_batch`.
@@ -107,13 +118,25 @@ pub enum ConnectorMsg {
     Step,
     /// Liveness: answered between steps with the current state.
     Ping(RpcReplyPort<State>),
+    /// Write a batch to a sink: one result per event, or an error for the whole batch.
+    Write(
+        Vec<Envelope>,
+        RpcReplyPort<Result<Vec<WriteResult>, ConnectorError>>,
+    ),
+    /// Call a responder's `method` with a JSON payload.
+    Call(
+        String,
+        serde_json::Value,
+        RpcReplyPort<Result<serde_json::Value, ConnectorError>>,
+    ),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Open,
     Connect,
-    Read,
+    /// Connected: a source reads; a sink or responder waits for messages.
+    Ready,
     /// The config cannot work: nothing to do until it changes.
     Parked,
 }
@@ -127,6 +150,8 @@ pub struct ConnectorState {
     attempts: u32,
     /// A batch read but not yet acknowledged by the broker.
     pending: Option<SourceBatch>,
+    /// A `Step` is queued or scheduled (so a failed write does not start a second loop).
+    step_scheduled: bool,
 }
 
 impl std::fmt::Debug for ConnectorState {
@@ -167,6 +192,7 @@ impl Actor for ConnectorActor {
             phase: Phase::Open,
             attempts: 0,
             pending: None,
+            step_scheduled: true,
         })
     }
 
@@ -196,10 +222,23 @@ impl Actor for ConnectorActor {
         state: &mut ConnectorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ConnectorMsg::Step => state.step(&myself).await,
+            ConnectorMsg::Step => {
+                state.step_scheduled = false;
+                state.step(&myself).await
+            }
             ConnectorMsg::Ping(reply) => {
                 let _ = reply.send(state.lifecycle.state().clone());
                 Ok(())
+            }
+            ConnectorMsg::Write(events, reply) => {
+                let (answer, next) = state.write(events).await?;
+                let _ = reply.send(answer);
+                state.schedule(&myself, next)
+            }
+            ConnectorMsg::Call(method, payload, reply) => {
+                let (answer, next) = state.respond(method, payload).await?;
+                let _ = reply.send(answer);
+                state.schedule(&myself, next)
             }
         }
     }
@@ -218,19 +257,115 @@ impl ConnectorState {
         let next = match self.phase {
             Phase::Open => self.open().await?,
             Phase::Connect => self.connect().await?,
-            Phase::Read => self.read().await?,
-            Phase::Parked => Next::Park,
+            Phase::Ready if self.args.spec.kinds.contains(&Kind::Source) => self.read().await?,
+            Phase::Ready | Phase::Parked => Next::Park,
         };
+        self.schedule(myself, Some(next))
+    }
+
+    /// Queues the next step, unless one is queued already.
+    fn schedule(
+        &mut self,
+        myself: &ActorRef<ConnectorMsg>,
+        next: Option<Next>,
+    ) -> Result<(), ActorProcessingErr> {
         self.lifecycle.tick();
+        let Some(next) = next else { return Ok(()) };
+        if self.step_scheduled && !matches!(next, Next::Stop) {
+            return Ok(());
+        }
         match next {
-            Next::Now => myself.cast(ConnectorMsg::Step)?,
+            Next::Now => {
+                self.step_scheduled = true;
+                myself.cast(ConnectorMsg::Step)?;
+            }
             Next::After(d) => {
+                self.step_scheduled = true;
                 myself.send_after(d, || ConnectorMsg::Step);
             }
             Next::Park => {}
             Next::Stop => myself.stop(Some("end of input".to_owned())),
         }
         Ok(())
+    }
+
+    /// Not connected yet (or again): what a write or a call answers meanwhile.
+    fn not_ready(&self) -> Option<ConnectorError> {
+        match self.phase {
+            Phase::Ready => None,
+            Phase::Parked => Some(ConnectorError::Config(format!(
+                "connector {} cannot run with its config (see /health)",
+                self.args.spec.instance
+            ))),
+            Phase::Open | Phase::Connect => Some(ConnectorError::NotConnected(format!(
+                "connector {} is connecting",
+                self.args.spec.instance
+            ))),
+        }
+    }
+
+    /// A whole-call failure of a write or a call: the caller gets the error; the instance
+    /// reconnects (or restarts, for `Fatal`) as after a failed read.
+    fn call_failed(&mut self, error: &ConnectorError) -> Result<Option<Next>, ActorProcessingErr> {
+        match error {
+            ConnectorError::Config(_) | ConnectorError::BackOff(_) => Ok(None),
+            _ => self.failed(error.clone()).map(Some),
+        }
+    }
+
+    async fn write(
+        &mut self,
+        events: Vec<Envelope>,
+    ) -> Result<(Result<Vec<WriteResult>, ConnectorError>, Option<Next>), ActorProcessingErr> {
+        if let Some(e) = self.not_ready() {
+            return Ok((Err(e), None));
+        }
+        let n = events.len();
+        match self.call(Request::WriteBatch { events }).await? {
+            Response::Written { results } if results.len() == n => {
+                let failed = results.iter().filter(|r| r.is_err()).count();
+                let id = self.args.component_id.clone();
+                metrics::counter!("mw_connector_written_total", "component" => id.clone())
+                    .increment((n - failed) as u64);
+                if failed > 0 {
+                    metrics::counter!("mw_connector_write_failures_total", "component" => id)
+                        .increment(failed as u64);
+                }
+                self.lifecycle.record_data();
+                Ok((Ok(results), None))
+            }
+            Response::Written { results } => Err(format!(
+                "plugin {} answered {} results for {n} events",
+                self.args.spec.plugin,
+                results.len()
+            )
+            .into()),
+            Response::Error { error } => {
+                let next = self.call_failed(&error)?;
+                Ok((Err(error), next))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn respond(
+        &mut self,
+        method: String,
+        payload: serde_json::Value,
+    ) -> Result<(Result<serde_json::Value, ConnectorError>, Option<Next>), ActorProcessingErr> {
+        if let Some(e) = self.not_ready() {
+            return Ok((Err(e), None));
+        }
+        metrics::counter!("mw_connector_calls_total", "component" => self.args.component_id.clone())
+            .increment(1);
+        match self.call(Request::Call { method, payload }).await? {
+            Response::Reply { payload } => Ok((Ok(payload), None)),
+            Response::Error { error } => {
+                let next = self.call_failed(&error)?;
+                Ok((Err(error), next))
+            }
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn call(&mut self, request: Request) -> Result<Response, ActorProcessingErr> {
@@ -262,7 +397,7 @@ impl ConnectorState {
                     tracing::info!(component = %self.args.component_id, attempts = self.attempts, "connector reconnected");
                 }
                 self.attempts = 0;
-                self.phase = Phase::Read;
+                self.phase = Phase::Ready;
                 match self.lifecycle.state() {
                     State::Starting { .. } => self.lifecycle.apply(Event::StartDone)?,
                     State::Degraded { .. } => self.lifecycle.apply(Event::Recovered)?,
@@ -353,4 +488,94 @@ impl ConnectorState {
 
 fn unexpected(response: &Response) -> ActorProcessingErr {
     format!("plugin answered {response:?}, which does not fit the request").into()
+}
+
+/// Why a message to a connector instance got no answer from its plugin.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReachError {
+    /// No connector is registered under this name (unknown, or between a crash and its
+    /// restart).
+    #[error("connector {0}: not running (unknown, or restarting)")]
+    NotRunning(String),
+    /// The instance did not answer in time.
+    #[error("connector {name}: no answer within {timeout:?}")]
+    Timeout {
+        /// The registry name.
+        name: String,
+        /// The time waited.
+        timeout: Duration,
+    },
+    /// The plugin answered with an error.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+}
+
+fn lookup(registry_name: &str) -> Result<ActorRef<ConnectorMsg>, ReachError> {
+    ractor::registry::where_is(registry_name)
+        .map(ActorRef::from)
+        .ok_or_else(|| ReachError::NotRunning(registry_name.to_owned()))
+}
+
+async fn ask<T: Send + 'static>(
+    registry_name: &str,
+    timeout: Duration,
+    msg: impl FnOnce(RpcReplyPort<T>) -> ConnectorMsg,
+) -> Result<T, ReachError> {
+    let actor = lookup(registry_name)?;
+    match actor.call(msg, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ReachError::Timeout {
+            name: registry_name.to_owned(),
+            timeout,
+        }),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(ReachError::NotRunning(registry_name.to_owned()))
+        }
+    }
+}
+
+/// Asks the connector registered as `registry_name` for its state (the watchdog's probe).
+///
+/// # Errors
+/// [`ReachError::NotRunning`] or [`ReachError::Timeout`].
+///
+/// # Cancel safety
+/// Cancel safe: an unanswered ping is simply dropped.
+pub async fn ping(registry_name: &str, timeout: Duration) -> Result<State, ReachError> {
+    ask(registry_name, timeout, ConnectorMsg::Ping).await
+}
+
+/// Writes `events` to the sink registered as `registry_name`: one result per event.
+///
+/// # Errors
+/// [`ReachError`]; [`ReachError::Connector`] when nothing was written.
+///
+/// # Cancel safety
+/// Not cancel safe: the write may happen after the future is dropped.
+pub async fn write(
+    registry_name: &str,
+    events: Vec<Envelope>,
+    timeout: Duration,
+) -> Result<Vec<WriteResult>, ReachError> {
+    Ok(ask(registry_name, timeout, |r| ConnectorMsg::Write(events, r)).await??)
+}
+
+/// Calls `method` of the responder registered as `registry_name`.
+///
+/// # Errors
+/// [`ReachError`].
+///
+/// # Cancel safety
+/// Not cancel safe: the call may happen after the future is dropped.
+pub async fn call(
+    registry_name: &str,
+    method: &str,
+    payload: serde_json::Value,
+    timeout: Duration,
+) -> Result<serde_json::Value, ReachError> {
+    let method = method.to_owned();
+    Ok(ask(registry_name, timeout, |r| {
+        ConnectorMsg::Call(method, payload, r)
+    })
+    .await??)
 }

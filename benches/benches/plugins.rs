@@ -89,6 +89,7 @@ async fn pipeline(transport: TransportFactory, batch: usize, events: usize, n: u
         plugin: "testkit".into(),
         config: serde_json::json!({ "count": events }),
         subject_prefix: "mw".into(),
+        kinds: vec![millwright_plugin_sdk::connector::Kind::Source],
         max_batch: batch,
         poll_interval: Duration::from_millis(1),
         backoff: BackoffPolicy::default(),

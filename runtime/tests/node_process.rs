@@ -447,6 +447,7 @@ fail_every = "60ms"
 async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     // The README's first command runs configs/demo.toml; run that file (on free ports, a
     // temp data dir and JSON logs) and check what the README promises a newcomer sees.
+    millwright_tests::build_plugin("sim", false);
     let dir = tempfile::tempdir().unwrap();
     let demo = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml"),
@@ -463,8 +464,10 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     );
     let node = NodeProcess::start(dir.path(), &text).await;
     node.wait_ready().await;
-    node.wait_component("demo/sims/conveyor4", "active", |c| state(c) == "active")
-        .await;
+    node.wait_component("demo/connectors/conveyor4", "active", |c| {
+        state(c) == "active"
+    })
+    .await;
     node.wait_component("demo/broker", "active", |c| state(c) == "active")
         .await;
     wait_until(SETTLE, || async {
@@ -474,21 +477,51 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     })
     .await
     .expect("live values of press1 on /values");
-    // press1 fails every 10 s and mixer2 degrades every 12 s.
+    let (code, plugins) = node.get("/plugins").await.unwrap();
+    assert_eq!(code, 200);
+    let plugins: serde_json::Value = serde_json::from_str(&plugins).unwrap();
+    let modes: Vec<(&str, &str)> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["instance"].as_str().unwrap(), p["mode"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("conveyor4", "out_of_process"),
+            ("mixer2", "in_process"),
+            ("oven3", "in_process"),
+            ("press1", "in_process")
+        ],
+        "every machine is a sim plugin instance"
+    );
+    // press1 crashes every 10 s, mixer2 loses its connection every 12 s, oven3 hangs at 15 s.
     let wait = Duration::from_secs(40);
     wait_until(wait, || async {
-        node.component("demo/sims/press1")
+        node.component("demo/connectors/press1")
             .await
             .is_some_and(|c| c["restarts"].as_u64() >= Some(1))
     })
     .await
     .expect("press1 is restarted by its supervisor");
     wait_until(wait, || async {
-        node.component("demo/sims/mixer2")
+        node.component("demo/connectors/mixer2")
             .await
-            .is_some_and(|c| state(&c) == "degraded")
+            .is_some_and(|c| state(&c).starts_with("degraded"))
     })
     .await
-    .expect("mixer2 goes degraded");
+    .expect("mixer2 loses its connection");
+    wait_until(wait, || async {
+        node.component("demo/connectors/oven3")
+            .await
+            .is_some_and(|c| {
+                c["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("not answering"))
+            })
+    })
+    .await
+    .expect("the watchdog sees oven3 hang");
     assert!(node.metrics().await.contains("mw_component_restarts_total"));
 }

@@ -169,6 +169,7 @@ async fn the_connector_actor_runs_a_loaded_plugin_through_the_broker() {
         plugin: "testkit".into(),
         config: serde_json::json!({ "count": 300 }),
         subject_prefix: "mw".into(),
+        kinds: vec![millwright_plugin_sdk::connector::Kind::Source],
         max_batch: 64,
         poll_interval: Duration::from_millis(10),
         backoff: BackoffPolicy::default(),
