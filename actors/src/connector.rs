@@ -13,8 +13,9 @@
 //! open ─► connect ──ok──► read_batch ─► broker.publish_batch ─► ack ─┐
 //!            ▲  │                │ empty: wait poll_interval      │
 //!            │  └─ NotConnected/ │ NotConnected: reconnect         │
-//!            │     Transient:    │ EndOfInput: stop normally       │
-//!            │     backoff,      │ Fatal / panic: the actor fails, │
+//!            │     Transient:    │ EndOfInput: stop normally (a    │
+//!            │     backoff,      │   sink/responder stops reading) │
+//!            │                   │ Fatal / panic: the actor fails, │
 //!            │     degraded_     │   the supervisor restarts it    │
 //!            └──── connection ◄──┘                                 ▼
 //!                                                            next read
@@ -152,6 +153,9 @@ pub struct ConnectorState {
     pending: Option<SourceBatch>,
     /// A `Step` is queued or scheduled (so a failed write does not start a second loop).
     step_scheduled: bool,
+    /// The source reached its end of input (an instance that is also a sink or a responder
+    /// keeps running without reading).
+    source_done: bool,
 }
 
 impl std::fmt::Debug for ConnectorState {
@@ -193,6 +197,7 @@ impl Actor for ConnectorActor {
             attempts: 0,
             pending: None,
             step_scheduled: true,
+            source_done: false,
         })
     }
 
@@ -257,7 +262,9 @@ impl ConnectorState {
         let next = match self.phase {
             Phase::Open => self.open().await?,
             Phase::Connect => self.connect().await?,
-            Phase::Ready if self.args.spec.kinds.contains(&Kind::Source) => self.read().await?,
+            Phase::Ready if self.args.spec.kinds.contains(&Kind::Source) && !self.source_done => {
+                self.read().await?
+            }
             Phase::Ready | Phase::Parked => Next::Park,
         };
         self.schedule(myself, Some(next))
@@ -478,7 +485,14 @@ impl ConnectorState {
             }
             ConnectorError::EndOfInput => {
                 tracing::info!(component = %id, "source reached its end of input");
-                Ok(Next::Stop)
+                let kinds = &self.args.spec.kinds;
+                if kinds.contains(&Kind::Sink) || kinds.contains(&Kind::Responder) {
+                    // The instance still writes or answers; only its read loop ends.
+                    self.source_done = true;
+                    Ok(Next::Park)
+                } else {
+                    Ok(Next::Stop)
+                }
             }
             // Fatal, and variants added later: let the supervisor restart the instance.
             other => Err(format!("connector {id}: {other}").into()),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::stream::{SelectAll, StreamExt};
-use millwright_actors::bus::{Bus, BusError, Headers, Message};
+use millwright_actors::bus::{Bus, BusError, Headers, Message, SchemeSubject, SubjectScheme};
 use millwright_actors::connector::{self as connector_actor, ReachError};
 use millwright_plugin_sdk::connector::ConnectorError;
 use millwright_plugin_sdk::event::Envelope;
@@ -40,17 +40,12 @@ pub struct BridgeSpec {
     pub subscribe: Vec<String>,
     /// Serve `<prefix>.rpc.<instance>.*`.
     pub responder: bool,
-    /// The bus prefix.
-    pub prefix: String,
+    /// The node's subject scheme.
+    pub scheme: SubjectScheme,
     /// Most events per write.
     pub max_batch: usize,
     /// How long a write or a call may take.
     pub call_timeout: Duration,
-}
-
-/// The subject a responder's `method` is requested on.
-pub fn rpc_subject(prefix: &str, instance: &str, method: &str) -> String {
-    format!("{prefix}.rpc.{instance}.{method}")
 }
 
 /// Starts the bridge's tasks for one connector; abort the handles to stop them.
@@ -67,10 +62,9 @@ pub async fn spawn(bus: &Bus, spec: BridgeSpec) -> Result<Vec<JoinHandle<()>>, B
         tasks.push(tokio::spawn(feed_sink(subs, spec.clone())));
     }
     if spec.responder {
-        let subject = rpc_subject(&spec.prefix, &spec.instance, "*");
-        let sub = bus
-            .queue_subscribe(&subject, &format!("{}.rpc", spec.prefix))
-            .await?;
+        let subject = spec.scheme.rpcs_of(&spec.instance);
+        let group = format!("{}.rpc", spec.scheme.prefix());
+        let sub = bus.queue_subscribe(&subject, &group).await?;
         tasks.push(tokio::spawn(serve_calls(bus.clone(), sub, spec)));
     }
     Ok(tasks)
@@ -154,10 +148,15 @@ async fn serve_calls(bus: Bus, mut sub: millwright_actors::bus::Subscription, sp
 }
 
 async fn answer(spec: &BridgeSpec, request: &Message) -> serde_json::Value {
-    let method = request.subject.rsplit('.').next().unwrap_or_default();
+    let Some(SchemeSubject::Rpc { method, .. }) = spec.scheme.parse(&request.subject) else {
+        return error_body(
+            "config",
+            &format!("{} is not a call subject", request.subject),
+        );
+    };
     call(
         &spec.component_id,
-        method,
+        &method,
         &request.payload,
         spec.call_timeout,
     )

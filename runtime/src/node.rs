@@ -236,7 +236,7 @@ impl Node {
                 component_id: components::connector_id(&name, &c.name),
                 subscribe: c.config.subscribe.clone(),
                 responder: kinds.contains(&Kind::Responder),
-                prefix: config.bus.prefix.clone(),
+                scheme: scheme.clone(),
                 max_batch: c.config.max_batch,
                 call_timeout: c.config.call_timeout,
             };

@@ -48,7 +48,7 @@ fn c_library(dir: &Path, name: &str, source: &str) -> PathBuf {
 fn the_testkit_plugin_loads_with_its_manifest() {
     let plugin = plugin_host::load(testkit()).expect("loads");
     assert_eq!(plugin.manifest.id, "testkit");
-    assert_eq!(plugin.manifest.kinds, [Kind::Source]);
+    assert_eq!(plugin.manifest.kinds, [Kind::Source, Kind::Sink, Kind::Responder]);
     assert_eq!(
         plugin.manifest.sdk_version,
         millwright_plugin_sdk::manifest::SDK_VERSION
