@@ -368,8 +368,10 @@ impl CmmsClient {
                     }
                 }
                 Err(reason) => {
+                    // An open breaker is not news about the CMMS: keep the failure that opened it.
+                    let refused = matches!(error, AttemptError::Open(_));
                     let e = self.give_up(call, error, class, reason, attempts);
-                    if !matches!(e, ConnectorError::Config(_)) {
+                    if !refused && !matches!(e, ConnectorError::Config(_)) {
                         self.last_failure = Some(e.to_string());
                     }
                     ctx.log(
@@ -476,7 +478,7 @@ impl CmmsClient {
         match stats.state {
             BreakerState::Open { until } => Health::Unhealthy(format!(
                 "circuit breaker open for {} more (opened {} time(s)); last failure: {}",
-                humantime::format_duration(round_ms(
+                humantime::format_duration(round_up_secs(
                     until.saturating_duration_since(Instant::now())
                 )),
                 stats.opens,
@@ -493,8 +495,9 @@ impl CmmsClient {
     }
 }
 
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// `d` rounded up to whole seconds, for messages.
+fn round_up_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 /// `segment` percent-encoded as one URL path segment (RFC 3986 unreserved characters stay).
