@@ -28,6 +28,9 @@ use tokio::time::Instant;
 use crate::config::Settings;
 use crate::secret::Secret;
 
+/// The shortest attempt worth making before the call's deadline.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
 /// The longest body excerpt put in an error or a log line.
 const EXCERPT: usize = 512;
 
@@ -206,11 +209,15 @@ impl CmmsClient {
     }
 
     /// Makes one attempt.
-    async fn attempt(&self, call: &HttpCall) -> Result<(u16, serde_json::Value), AttemptError> {
+    async fn attempt(
+        &self,
+        call: &HttpCall,
+        timeout: Duration,
+    ) -> Result<(u16, serde_json::Value), AttemptError> {
         let mut request = self
             .http
             .request(call.method.clone(), &call.url)
-            .timeout(self.settings.timeout);
+            .timeout(timeout);
         if !call.query.is_empty() {
             request = request.query(&call.query);
         }
@@ -298,12 +305,19 @@ impl CmmsClient {
     /// `transient` error.
     pub async fn send(&mut self, ctx: &Context, call: &HttpCall) -> Result<Answer, ConnectorError> {
         let mut attempts = 0u32;
+        let deadline = Instant::now() + self.settings.call_deadline;
         loop {
             attempts += 1;
             let started = Instant::now();
+            // The last attempt gets what is left of the call's deadline, if that is shorter.
+            let timeout = self
+                .settings
+                .timeout
+                .min(deadline.saturating_duration_since(started))
+                .max(MIN_ATTEMPT);
             let result = self
                 .breaker
-                .call(self.attempt(call), AttemptError::is_failure)
+                .call(self.attempt(call, timeout), AttemptError::is_failure)
                 .await;
             let result = match result {
                 Ok(ok) => Ok(ok),
@@ -339,11 +353,34 @@ impl CmmsClient {
                 Err(e) => e,
             };
             let class = self.class(&error);
-            match self
+            let decision = self
                 .settings
                 .policy
                 .next_retry(attempts, class, call.idempotency)
-            {
+                .and_then(|wait| {
+                    // No retry that could not get a fair attempt in before the deadline.
+                    if Instant::now() + wait + MIN_ATTEMPT > deadline {
+                        ctx.log(
+                            Level::Warn,
+                            "CMMS request failed; not retrying: call_deadline would pass",
+                            &[
+                                ("method", &call.op),
+                                ("attempt", &attempts),
+                                ("wait_ms", &wait.as_millis()),
+                                (
+                                    "call_deadline",
+                                    &humantime::format_duration(self.settings.call_deadline),
+                                ),
+                            ],
+                        );
+                        Err(GiveUp::Exhausted {
+                            max_retries: attempts - 1,
+                        })
+                    } else {
+                        Ok(wait)
+                    }
+                });
+            match decision {
                 Ok(wait) => {
                     ctx.counter("cmms_retries_total", &[("method", call.op)], 1);
                     ctx.log(
@@ -394,7 +431,7 @@ impl CmmsClient {
         match e {
             AttemptError::Connect(m) => format!("cannot connect: {m}"),
             AttemptError::Timeout => format!(
-                "no answer within request_timeout ({})",
+                "no answer within request_timeout ({}) or the rest of call_deadline",
                 humantime::format_duration(self.settings.timeout)
             ),
             AttemptError::Network(m) => format!("connection failed: {m}"),

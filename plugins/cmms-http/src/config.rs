@@ -33,6 +33,13 @@ pub struct CmmsConfig {
     #[serde(default = "defaults::request_timeout", with = "duration")]
     #[schemars(with = "duration::Human")]
     pub request_timeout: Duration,
+    /// The longest one call may take, every attempt and wait included: a retry that could not
+    /// start before it is not made, and the last attempt gets only what is left. Keep it below
+    /// the node's `connectors.<name>.call_timeout` (10 s by default), or an out-of-process
+    /// plugin is taken for hung.
+    #[serde(default = "defaults::call_deadline", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub call_deadline: Duration,
     /// Sandbox mode: creates (calls and sink writes) are logged and published on
     /// `<prefix>.ev.<instance>.would_write` instead of being sent; reads still reach the CMMS.
     #[serde(default)]
@@ -195,6 +202,9 @@ mod defaults {
     pub fn request_timeout() -> Duration {
         Duration::from_secs(5)
     }
+    pub fn call_deadline() -> Duration {
+        Duration::from_secs(9)
+    }
     pub fn idempotency_header() -> String {
         "Idempotency-Key".to_owned()
     }
@@ -251,6 +261,8 @@ pub struct Settings {
     pub auth: Option<AuthConfig>,
     /// `request_timeout`.
     pub timeout: Duration,
+    /// `call_deadline`.
+    pub call_deadline: Duration,
     /// `sandbox`.
     pub sandbox: bool,
     /// `paths`.
@@ -371,6 +383,17 @@ impl Settings {
                 "is zero; give a duration such as \"5s\"",
             ));
         }
+        if config.call_deadline < config.request_timeout {
+            return Err(config_error(
+                "call_deadline",
+                format!(
+                    "{} is shorter than request_timeout ({}); raise call_deadline or lower \
+                     request_timeout",
+                    humantime::format_duration(config.call_deadline),
+                    humantime::format_duration(config.request_timeout)
+                ),
+            ));
+        }
         check_path("paths.work_orders", &config.paths.work_orders)?;
         check_path("paths.assets", &config.paths.assets)?;
         check_path("paths.asset", &config.paths.asset)?;
@@ -433,6 +456,7 @@ impl Settings {
             base: config.base_url.trim_end_matches('/').to_owned(),
             auth: config.auth.clone(),
             timeout: config.request_timeout,
+            call_deadline: config.call_deadline,
             sandbox: config.sandbox,
             paths: config.paths.clone(),
             idempotency_header,
@@ -531,6 +555,10 @@ mod tests {
             (
                 serde_json::json!({"base_url": "http://h", "token": "s3cr3t"}),
                 &["unknown field `token`"],
+            ),
+            (
+                serde_json::json!({"base_url": "http://h", "request_timeout": "10s", "call_deadline": "5s"}),
+                &["call_deadline", "request_timeout"],
             ),
             (serde_json::json!({}), &["missing field `base_url`"]),
         ] {

@@ -328,3 +328,42 @@ pub fn serve() -> std::process::ExitCode {
 }
 
 export_plugin!(&CMMS, CmmsHttp);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use millwright_plugin_sdk::context::{Host, LogRecord, MetricUpdate};
+
+    use super::*;
+
+    struct Quiet;
+
+    impl Host for Quiet {
+        fn log(&self, _: &str, _: LogRecord) {}
+        fn metric(&self, _: &str, _: MetricUpdate) {}
+    }
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_secret() {
+        let secret = format!("dbg-secret-{}", EventId::new());
+        let path = std::env::temp_dir().join(format!("cmms-http-dbg-{}", EventId::new()));
+        std::fs::write(&path, &secret).unwrap();
+        let config: CmmsConfig = serde_json::from_value(json!({
+            "base_url": "http://127.0.0.1:9/api",
+            "auth": {"scheme": "api_key", "secret_file": path},
+        }))
+        .unwrap();
+        let (ctx, _cancel) = Context::new("cmms-http", "t", Value::Null, Arc::new(Quiet));
+        let mut plugin = CmmsHttp::new(config, &ctx).unwrap();
+        plugin.connect(&ctx).await.unwrap();
+        let shown = format!("{plugin:?} {plugin:#?}");
+        let _ = std::fs::remove_file(&path);
+        assert!(shown.contains("Secret(***)"), "{shown}");
+        assert!(
+            shown.contains("Sensitive"),
+            "the header is marked sensitive: {shown}"
+        );
+        assert!(!shown.contains(&secret), "{shown}");
+    }
+}

@@ -209,6 +209,28 @@ async fn a_slow_answer_times_out_and_is_retried_then_fails() {
 }
 
 #[tokio::test]
+async fn retries_stop_at_the_call_deadline() {
+    let cmms = Cmms::always(Reply::Hang).await;
+    let mut host = open(json!({
+        "base_url": cmms.base_url(),
+        "request_timeout": "2s",
+        "call_deadline": "3s",
+    }))
+    .await;
+    let started = Instant::now();
+    let err = call(&mut host, "list_assets", json!({})).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.kind(), "transient", "{err}");
+    // 2 s timeout, a 0.5-0.6 s wait, then a last attempt cut to what is left of the 3 s.
+    assert_eq!(cmms.hits().len(), 2);
+    assert!(
+        elapsed >= 2900 * MS && elapsed < 4500 * MS,
+        "the call kept to its deadline: {elapsed:?}"
+    );
+    assert!(log_text(&host).contains("call_deadline would pass"));
+}
+
+#[tokio::test]
 async fn a_server_that_is_down_is_not_connected_and_creates_are_retried() {
     let addr = closed_port().await;
     let mut config = fast(&format!("http://{addr}/api"));
