@@ -51,6 +51,7 @@ async fn a_429_with_retry_after_is_waited_out_then_succeeds() {
     );
     // The policy's own first wait is 0.5-0.6 s: waiting at least 1 s shows Retry-After won.
     let gap = gaps(&hits)[0];
+    eprintln!("measured wait after 429 with Retry-After: 1: {gap:?}");
     assert!(
         gap >= 990 * MS && gap < 3000 * MS,
         "Retry-After: 1 honoured, waited {gap:?}"
@@ -132,7 +133,10 @@ async fn a_500_is_retried_for_reads_then_reaches_the_caller_with_status_and_body
         elapsed >= 3400 * MS && elapsed < 9000 * MS,
         "3 retries took {elapsed:?}"
     );
-    eprintln!("measured 500 retry waits: {:?}", gaps(&cmms.hits()));
+    eprintln!(
+        "measured 500 retry waits: {:?}, whole call {elapsed:?}",
+        gaps(&cmms.hits())
+    );
 }
 
 #[tokio::test]
@@ -221,6 +225,7 @@ async fn retries_stop_at_the_call_deadline() {
     let err = call(&mut host, "list_assets", json!({})).await.unwrap_err();
     let elapsed = started.elapsed();
     assert_eq!(err.kind(), "transient", "{err}");
+    eprintln!("measured call against a hung server, call_deadline 3s: {elapsed:?}");
     // 2 s timeout, a 0.5-0.6 s wait, then a last attempt cut to what is left of the 3 s.
     assert_eq!(cmms.hits().len(), 2);
     assert!(
