@@ -552,7 +552,12 @@ pub fn encode_segment(segment: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use millwright_plugin_sdk::context::{Host, LogRecord, MetricUpdate};
+
     use super::*;
+    use crate::config::CmmsConfig;
 
     #[test]
     fn ids_are_one_encoded_segment_and_excerpts_are_bounded() {
@@ -562,5 +567,163 @@ mod tests {
         let long = "é".repeat(400);
         let e = excerpt(&long);
         assert!(e.len() <= EXCERPT + 3 && e.ends_with("..."), "{}", e.len());
+    }
+
+    fn client(config: serde_json::Value) -> CmmsClient {
+        let c: CmmsConfig = serde_json::from_value(config).unwrap();
+        let settings = Settings::from_config(&c).unwrap();
+        let breaker = SharedCircuitBreaker::new(settings.breaker);
+        CmmsClient::new(settings, None, breaker).unwrap()
+    }
+
+    fn post() -> HttpCall {
+        HttpCall {
+            op: "create_work_order",
+            method: Method::POST,
+            url: "http://h/api/work_orders".into(),
+            query: Vec::new(),
+            body: None,
+            idempotency_key: None,
+            idempotency: Idempotency::NonIdempotent,
+        }
+    }
+
+    fn status(code: u16, retry_after: Option<&str>) -> AttemptError {
+        AttemptError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            retry_after: retry_after.map(str::to_owned),
+            excerpt: "body".into(),
+        }
+    }
+
+    /// The module docs' table, row by row, without I/O.
+    #[test]
+    fn each_failure_is_classified_and_mapped_as_documented() {
+        let c = client(serde_json::json!({"base_url": "http://h/api"}));
+        let s = Duration::from_secs(1);
+        let refused = |r: Option<Duration>| RetryClass::Refused { retry_after: r };
+        for (error, class, breaker_failure) in [
+            (AttemptError::Connect("refused".into()), refused(None), true),
+            (AttemptError::Timeout, RetryClass::NETWORK, true),
+            (
+                AttemptError::Network("reset".into()),
+                RetryClass::NETWORK,
+                true,
+            ),
+            (status(429, Some("3")), refused(Some(3 * s)), true),
+            (status(503, None), refused(None), true),
+            (
+                status(500, None),
+                RetryClass::Transient { retry_after: None },
+                true,
+            ),
+            (status(404, None), RetryClass::Fatal, false),
+            (status(401, None), RetryClass::Fatal, false),
+            (
+                AttemptError::Open(BreakerOpen { retry_in: 4 * s }),
+                refused(Some(4 * s)),
+                false,
+            ),
+        ] {
+            assert_eq!(c.class(&error), class, "{error:?}");
+            assert_eq!(error.is_failure(), breaker_failure, "{error:?}");
+        }
+        let exhausted = GiveUp::Exhausted { max_retries: 3 };
+        let give_up = |e: AttemptError, reason: GiveUp| {
+            let class = c.class(&e);
+            c.give_up(&post(), e, class, reason, 4)
+        };
+        assert!(matches!(
+            give_up(AttemptError::Connect("refused".into()), exhausted),
+            ConnectorError::NotConnected(m) if m.contains("cannot connect") && m.contains("4 attempts")
+        ));
+        assert!(matches!(
+            give_up(AttemptError::Network("reset".into()), GiveUp::NotIdempotent),
+            ConnectorError::Transient(m) if m.contains("not retried") && m.contains("idempotency_key")
+        ));
+        assert_eq!(
+            give_up(status(429, Some("3")), exhausted),
+            ConnectorError::BackOff(3 * s)
+        );
+        assert_eq!(
+            give_up(status(429, None), exhausted),
+            ConnectorError::BackOff(8 * s),
+            "a 429 without Retry-After backs off for retry.max"
+        );
+        assert_eq!(
+            give_up(
+                status(503, Some("60")),
+                GiveUp::RetryAfterTooLong {
+                    retry_after: 60 * s,
+                    max: 8 * s
+                }
+            ),
+            ConnectorError::BackOff(60 * s)
+        );
+        assert!(matches!(
+            give_up(status(503, None), exhausted),
+            ConnectorError::Transient(m) if m.contains("503") && m.contains("body")
+        ));
+        assert!(matches!(
+            give_up(status(401, None), GiveUp::Fatal),
+            ConnectorError::Config(m) if m.contains("401") && m.contains("check auth")
+        ));
+        assert!(matches!(
+            give_up(status(422, None), GiveUp::Fatal),
+            ConnectorError::Config(m) if m.contains("422") && m.contains("fix the request payload")
+        ));
+        assert_eq!(
+            give_up(
+                AttemptError::Open(BreakerOpen { retry_in: 4 * s }),
+                exhausted
+            ),
+            ConnectorError::BackOff(4 * s)
+        );
+    }
+
+    struct Quiet;
+
+    impl Host for Quiet {
+        fn log(&self, _: &str, _: LogRecord) {}
+        fn metric(&self, _: &str, _: MetricUpdate) {}
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_ends_the_wait_between_attempts() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let mut c = client(serde_json::json!({
+            "base_url": format!("http://{addr}/api"),
+            "retry": {"base": "8s", "jitter": 0.0},
+        }));
+        let (ctx, cancel) =
+            Context::new("cmms-http", "t", serde_json::Value::Null, Arc::new(Quiet));
+        let call = HttpCall {
+            op: "list_assets",
+            method: Method::GET,
+            url: format!("http://{addr}/api/assets"),
+            query: Vec::new(),
+            body: None,
+            idempotency_key: None,
+            idempotency: Idempotency::Idempotent,
+        };
+        let started = Instant::now();
+        let send = c.send(&ctx, &call);
+        tokio::pin!(send);
+        // Let the first attempt fail and the 8 s wait begin, then ask to stop.
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut send).await;
+        assert!(early.is_err(), "still waiting to retry: {early:?}");
+        cancel.cancel();
+        let err = send.await.unwrap_err();
+        assert!(
+            matches!(&err, ConnectorError::Transient(m) if m.contains("stopped while waiting")),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

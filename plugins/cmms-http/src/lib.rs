@@ -187,7 +187,7 @@ impl CmmsHttp {
                 "origin": origin.name(),
                 "event_id": origin.event_id(),
             });
-            let body = serde_json::to_string(&call.body).unwrap_or_default();
+            let body = client::excerpt(&serde_json::to_string(&call.body).unwrap_or_default());
             // The secret is never part of the record; scrub in case a payload echoes it.
             let body = match &self.client {
                 Some(c) => c.scrub(&body),
