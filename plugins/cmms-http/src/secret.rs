@@ -137,6 +137,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_secret_is_read_from_an_environment_variable() {
+        // Any variable this process already has (setting one would race other tests).
+        let (var, value) = std::env::vars()
+            .find(|(k, v)| {
+                !k.is_empty() && !v.trim().is_empty() && v.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .expect("the test process has some environment");
+        let auth = AuthConfig {
+            scheme: AuthScheme::ApiKey,
+            header: "X-API-Key".into(),
+            secret_env: Some(var),
+            secret_file: None,
+        };
+        let secret = Secret::load(&auth).await.unwrap();
+        assert_eq!(secret, Secret::new(value.trim()));
+        let (name, header) = secret.header(&auth).unwrap();
+        assert_eq!(name.as_str(), "x-api-key");
+        assert_eq!(header.to_str().unwrap(), value.trim());
+    }
+
+    #[tokio::test]
     async fn a_missing_source_names_the_variable_or_file() {
         let auth = AuthConfig {
             scheme: AuthScheme::ApiKey,
