@@ -127,7 +127,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// At most [`EXCERPT`] bytes of `text`, cut at a character boundary.
+/// At most 512 bytes of `text`, cut at a character boundary.
 pub fn excerpt(text: &str) -> String {
     let text = text.trim();
     if text.len() <= EXCERPT {
