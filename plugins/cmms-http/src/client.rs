@@ -165,9 +165,6 @@ impl CmmsClient {
         secret: Option<Secret>,
         breaker: SharedCircuitBreaker,
     ) -> Result<Self, ConnectorError> {
-        // reqwest's rustls needs a process-wide crypto provider; in a cdylib the process is
-        // this library's own copy of rustls. Another caller may have installed one already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(30))

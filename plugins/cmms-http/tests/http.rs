@@ -284,6 +284,25 @@ async fn a_server_that_is_down_is_not_connected_and_creates_are_retried() {
 }
 
 #[tokio::test]
+async fn https_goes_through_rustls() {
+    // A plain-HTTP server behind an https:// URL: the TLS handshake (rustls, ring) fails, which
+    // shows TLS is wired in without OpenSSL and without a global crypto provider.
+    let cmms = Cmms::always(Reply::Json(200, json!([]))).await;
+    let mut config = fast(&format!("https://{}/api", cmms.addr));
+    config["breaker"] = json!({"failure_threshold": 100});
+    let mut host = open(config).await;
+    let err = call(&mut host, "list_assets", json!({})).await.unwrap_err();
+    eprintln!("https to a plain-HTTP server: {err}");
+    assert_eq!(err.kind(), "not_connected", "{err}");
+    assert!(err.to_string().contains("https://"), "{err}");
+    assert!(
+        err.to_string().contains("InvalidContentType"),
+        "rustls' own error: {err}"
+    );
+    assert!(cmms.hits().is_empty(), "no request got through");
+}
+
+#[tokio::test]
 async fn a_post_is_not_retried_after_a_network_error_unless_it_has_a_key() {
     let server = Dropper::start().await;
     let mut host = open(fast(&server.base_url())).await;
