@@ -678,11 +678,17 @@ mod tests {
         );
     }
 
-    struct Quiet;
+    /// Counts the retries the client announces (the counter is bumped as a wait begins).
+    #[derive(Default)]
+    struct Retries(std::sync::atomic::AtomicU64);
 
-    impl Host for Quiet {
+    impl Host for Retries {
         fn log(&self, _: &str, _: LogRecord) {}
-        fn metric(&self, _: &str, _: MetricUpdate) {}
+        fn metric(&self, _: &str, update: MetricUpdate) {
+            if update.name == "cmms_retries_total" {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
     }
 
     #[tokio::test]
@@ -694,8 +700,9 @@ mod tests {
             "base_url": format!("http://{addr}/api"),
             "retry": {"base": "8s", "jitter": 0.0},
         }));
+        let retries = Arc::new(Retries::default());
         let (ctx, cancel) =
-            Context::new("cmms-http", "t", serde_json::Value::Null, Arc::new(Quiet));
+            Context::new("cmms-http", "t", serde_json::Value::Null, retries.clone());
         let call = HttpCall {
             op: "list_assets",
             method: Method::GET,
@@ -708,9 +715,16 @@ mod tests {
         let started = Instant::now();
         let send = c.send(&ctx, &call);
         tokio::pin!(send);
-        // Let the first attempt fail and the 8 s wait begin, then ask to stop.
-        let early = tokio::time::timeout(Duration::from_millis(300), &mut send).await;
-        assert!(early.is_err(), "still waiting to retry: {early:?}");
+        // Drive the call until the first attempt has failed and the 8 s wait has begun.
+        let waiting = async {
+            while retries.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            r = &mut send => panic!("the call ended before its first retry: {r:?}"),
+            () = waiting => {}
+        }
         cancel.cancel();
         let err = send.await.unwrap_err();
         assert!(

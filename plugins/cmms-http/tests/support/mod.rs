@@ -250,18 +250,6 @@ pub async fn closed_port() -> SocketAddr {
     addr
 }
 
-/// Polls `condition` every 10 ms until it holds; panics after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Opens and connects instance `cmms1` with `config`.
 pub async fn open(config: Value) -> TestHost<CmmsHttp> {
     let mut host = TestHost::open(&CMMS, "cmms1", config)
