@@ -498,6 +498,14 @@ async fn sandbox_mode_sends_no_write_but_still_reads() {
         .unwrap();
     assert_eq!(listed, json!([{"id": "WO-1"}]));
     assert_eq!(cmms.count("GET"), 1, "the read was sent");
+    assert_eq!(
+        host.request(millwright_plugin_sdk::protocol::Request::ConnectionTest)
+            .await,
+        millwright_plugin_sdk::protocol::Response::Done,
+        "the connection test reads too"
+    );
+    assert_eq!(cmms.count("GET"), 2);
+    assert_eq!(cmms.hits()[1].path, "/api/assets");
     assert_eq!(cmms.count("POST"), 0, "no write reached the server");
 
     let batch = host.read_batch(10).await.unwrap();
