@@ -120,7 +120,7 @@ async fn list_work_orders(
             .filter(|wo| {
                 filters.iter().all(|(k, v)| match &wo[k] {
                     Value::String(s) => s == v,
-                    other => other.to_string() == *v,
+                    other => *v == other.to_string(),
                 })
             })
             .cloned()
