@@ -120,7 +120,7 @@ async fn list_work_orders(
             .filter(|wo| {
                 filters.iter().all(|(k, v)| match &wo[k] {
                     Value::String(s) => s == v,
-                    other => *v == other.to_string(),
+                    other => serde_json::from_str::<Value>(v).is_ok_and(|parsed| parsed == *other),
                 })
             })
             .cloned()
