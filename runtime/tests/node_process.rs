@@ -448,6 +448,10 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     // The README's first command runs configs/demo.toml; run that file (on free ports, a
     // temp data dir and JSON logs) and check what the README promises a newcomer sees.
     millwright_tests::build_plugin("sim", false);
+    millwright_tests::build_plugin("cmms-http", false);
+    let cmms = millwright_cmms_sim::CmmsSim::start("127.0.0.1:0".parse().unwrap(), &["conveyor4"])
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let demo = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml"),
@@ -457,7 +461,8 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
         .replace("\"0.0.0.0:8080\"", "\"127.0.0.1:0\"")
         .replace("\"0.0.0.0:9090\"", "\"127.0.0.1:0\"")
         .replace("\"data/demo\"", &format!("{:?}", dir.path().join("data")))
-        .replace("format = \"human\"", "format = \"json\"");
+        .replace("format = \"human\"", "format = \"json\"")
+        .replace("http://127.0.0.1:8089/api", &cmms.base_url());
     assert_ne!(
         text, demo,
         "the demo's ports, data dir and log format were found"
@@ -489,12 +494,25 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     assert_eq!(
         modes,
         [
+            ("cmms", "in_process"),
             ("conveyor4", "out_of_process"),
             ("mixer2", "in_process"),
             ("oven3", "in_process"),
             ("press1", "in_process")
         ],
-        "every machine is a sim plugin instance"
+        "every machine is a sim plugin instance, and the CMMS a connector"
+    );
+    let (code, assets) = node
+        .post_json(
+            "/connectors/cmms/call/list_assets",
+            &serde_json::json!(null),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, &assets["ok"][0]["id"]),
+        (200, &serde_json::json!("conveyor4")),
+        "{assets}"
     );
     // press1 crashes every 10 s, mixer2 loses its connection every 12 s, oven3 hangs at 15 s.
     let wait = Duration::from_secs(40);
@@ -523,5 +541,13 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     })
     .await
     .expect("the watchdog sees oven3 hang");
+    wait_until(wait, || async {
+        node.get("/values")
+            .await
+            .is_some_and(|(_, body)| body.contains("mw.ev.cmms.would_write"))
+    })
+    .await
+    .expect("conveyor4's maintenance request becomes a would-be work order");
+    assert_eq!(cmms.posts(), 0, "sandbox: the CMMS received no write");
     assert!(node.metrics().await.contains("mw_component_restarts_total"));
 }
