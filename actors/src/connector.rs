@@ -235,17 +235,58 @@ impl Actor for ConnectorActor {
                 let _ = reply.send(state.lifecycle.state().clone());
                 Ok(())
             }
-            ConnectorMsg::Write(events, reply) => {
-                let (answer, next) = state.write(events).await?;
-                let _ = reply.send(answer);
-                state.schedule(&myself, next)
-            }
+            // A request whose caller gave up (timed out) is not run late.
+            ConnectorMsg::Write(_, reply) if reply.is_closed() => Ok(()),
+            ConnectorMsg::Call(_, _, reply) if reply.is_closed() => Ok(()),
+            ConnectorMsg::Write(events, reply) => match state.write(events).await {
+                Handled::Answer(answer, next) => {
+                    let _ = reply.send(answer);
+                    state.schedule(&myself, next)
+                }
+                Handled::Failed(error, e) => {
+                    let _ = reply.send(Err(error));
+                    Err(e)
+                }
+            },
             ConnectorMsg::Call(method, payload, reply) => {
-                let (answer, next) = state.respond(method, payload).await?;
-                let _ = reply.send(answer);
-                state.schedule(&myself, next)
+                match state.respond(method, payload).await {
+                    Handled::Answer(answer, next) => {
+                        let _ = reply.send(answer);
+                        state.schedule(&myself, next)
+                    }
+                    Handled::Failed(error, e) => {
+                        let _ = reply.send(Err(error));
+                        Err(e)
+                    }
+                }
             }
         }
+    }
+}
+
+/// How a write or a call ended: an answer for the caller (and what the loop does next), or a
+/// failure of the instance, whose error the caller gets before the actor fails.
+enum Handled<T> {
+    Answer(Result<T, ConnectorError>, Option<Next>),
+    Failed(ConnectorError, ActorProcessingErr),
+}
+
+impl<T> Handled<T> {
+    /// The plugin answered `error` for the whole request.
+    fn plugin_error(state: &mut ConnectorState, error: ConnectorError) -> Self {
+        match state.call_failed(&error) {
+            Ok(next) => Handled::Answer(Err(error), next),
+            Err(e) => Handled::Failed(error, e),
+        }
+    }
+
+    /// The transport failed (the plugin crashed, hung or answered nonsense): the caller may try
+    /// again with the next incarnation.
+    fn transport_failed(e: ActorProcessingErr) -> Self {
+        Handled::Failed(
+            ConnectorError::Transient(format!("the plugin failed during the request: {e}")),
+            e,
+        )
     }
 }
 
@@ -311,47 +352,49 @@ impl ConnectorState {
         }
     }
 
-    /// A whole-call failure of a write or a call: the caller gets the error; the instance
-    /// reconnects (or restarts, for `Fatal`) as after a failed read.
+    /// A whole-request failure of a write or a call: the caller gets the error. Only a lost
+    /// connection sends the instance back to reconnecting, and only `Fatal` (and variants added
+    /// later) restarts it; `Config`, `Transient`, `BackOff` and `EndOfInput` concern this
+    /// request alone.
     fn call_failed(&mut self, error: &ConnectorError) -> Result<Option<Next>, ActorProcessingErr> {
         match error {
-            ConnectorError::Config(_) | ConnectorError::BackOff(_) => Ok(None),
+            ConnectorError::NotConnected(_) => self.failed(error.clone()).map(Some),
+            ConnectorError::Config(_)
+            | ConnectorError::Transient(_)
+            | ConnectorError::BackOff(_)
+            | ConnectorError::EndOfInput => Ok(None),
             _ => self.failed(error.clone()).map(Some),
         }
     }
 
-    async fn write(
-        &mut self,
-        events: Vec<Envelope>,
-    ) -> Result<(Result<Vec<WriteResult>, ConnectorError>, Option<Next>), ActorProcessingErr> {
+    async fn write(&mut self, events: Vec<Envelope>) -> Handled<Vec<WriteResult>> {
         if let Some(e) = self.not_ready() {
-            return Ok((Err(e), None));
+            return Handled::Answer(Err(e), None);
         }
         let n = events.len();
-        match self.call(Request::WriteBatch { events }).await? {
+        let response = match self.call(Request::WriteBatch { events }).await {
+            Ok(r) => r,
+            Err(e) => return Handled::transport_failed(e),
+        };
+        match response {
             Response::Written { results } if results.len() == n => {
                 let failed = results.iter().filter(|r| r.is_err()).count();
                 let id = self.args.component_id.clone();
-                metrics::counter!("mw_connector_written_total", "component" => id.clone())
+                metrics::counter!("mw_connector_written_total", "component" => id)
                     .increment((n - failed) as u64);
-                if failed > 0 {
-                    metrics::counter!("mw_connector_write_failures_total", "component" => id)
-                        .increment(failed as u64);
-                }
                 self.lifecycle.record_data();
-                Ok((Ok(results), None))
+                Handled::Answer(Ok(results), None)
             }
-            Response::Written { results } => Err(format!(
-                "plugin {} answered {} results for {n} events",
-                self.args.spec.plugin,
-                results.len()
-            )
-            .into()),
-            Response::Error { error } => {
-                let next = self.call_failed(&error)?;
-                Ok((Err(error), next))
-            }
-            other => Err(unexpected(&other)),
+            Response::Written { results } => Handled::transport_failed(
+                format!(
+                    "plugin {} answered {} results for {n} events",
+                    self.args.spec.plugin,
+                    results.len()
+                )
+                .into(),
+            ),
+            Response::Error { error } => Handled::plugin_error(self, error),
+            other => Handled::transport_failed(unexpected(&other)),
         }
     }
 
@@ -359,19 +402,17 @@ impl ConnectorState {
         &mut self,
         method: String,
         payload: serde_json::Value,
-    ) -> Result<(Result<serde_json::Value, ConnectorError>, Option<Next>), ActorProcessingErr> {
+    ) -> Handled<serde_json::Value> {
         if let Some(e) = self.not_ready() {
-            return Ok((Err(e), None));
+            return Handled::Answer(Err(e), None);
         }
         metrics::counter!("mw_connector_calls_total", "component" => self.args.component_id.clone())
             .increment(1);
-        match self.call(Request::Call { method, payload }).await? {
-            Response::Reply { payload } => Ok((Ok(payload), None)),
-            Response::Error { error } => {
-                let next = self.call_failed(&error)?;
-                Ok((Err(error), next))
-            }
-            other => Err(unexpected(&other)),
+        match self.call(Request::Call { method, payload }).await {
+            Ok(Response::Reply { payload }) => Handled::Answer(Ok(payload), None),
+            Ok(Response::Error { error }) => Handled::plugin_error(self, error),
+            Ok(other) => Handled::transport_failed(unexpected(&other)),
+            Err(e) => Handled::transport_failed(e),
         }
     }
 

@@ -6,14 +6,27 @@
 //! | into a sink | each of `[connectors.<name>] subscribe` | messages are batched (up to `max_batch`, what is already there) and written with `write_batch` |
 //! | request/reply | `<prefix>.rpc.<name>.<method>` | the body (JSON; empty is `null`) goes to `call(method, body)`; the reply is `{"ok": <answer>}` or `{"error": {"kind": "...", "message": "..."}}` |
 //!
-//! `POST /connectors/<name>/call/<method>` on `:8080` sends the same request over the bus.
+//! `POST /connectors/<name>/call/<method>` on `:8080` makes the same call (in process, not over
+//! the bus) and answers the same body.
 //!
-//! The bridge outlives the instance's restarts: it finds the actor by its registry name for
-//! every batch and every request. While the instance is not connected (or restarting) a sink
-//! batch waits and is offered again with backoff (the subscription buffers what arrives
-//! meanwhile, up to the bus' limits), so a reconnect loses nothing the bridge received; a
-//! request is answered at once with the `not_connected` error. Events the sink rejects one by
-//! one are logged and counted (`mw_connector_write_failures_total`), not retried.
+//! The bridge subscribes before the supervision tree starts and outlives the instance's
+//! restarts: it finds the actor by its registry name for every batch and every request.
+//!
+//! What a sink gets, exactly:
+//! - while the instance is connecting or restarting, a batch waits and is offered again with
+//!   backoff (the subscription buffers what arrives meanwhile, up to the bus' limits: on the
+//!   embedded bus 65,536 messages per subscription, on NATS the client's, past which messages
+//!   are dropped and counted as slow-consumer drops);
+//! - events refused with a retryable error (`not_connected`, `transient`, `back_off`) are
+//!   offered again, in order, without those already written; after
+//!   [`MAX_WRITE_ATTEMPTS`] failed offers that were not a lost connection, the rest is dropped;
+//! - events refused for good (`config`, `fatal`) are logged and dropped;
+//! - every dropped event is counted in `mw_connector_write_failures_total`.
+//!
+//! So a sink is at-least-once across plugin restarts and reconnects, and at-most-once across a
+//! restart of the node: messages the bridge holds in memory are not kept on disk (a JetStream
+//! consumer per sink is the planned fix). A request whose caller stopped waiting is not run.
+//! At most [`MAX_PENDING_CALLS`] calls wait per responder; more are answered `back_off`.
 //! Messages that are not event envelopes are wrapped in one (source `bus`, the message's
 //! subject, its JSON body or its text as the payload).
 
@@ -84,42 +97,79 @@ async fn feed_sink(mut subs: SelectAll<millwright_actors::bus::Subscription>, sp
     }
 }
 
-/// Offers `batch` to the sink until it takes it (or refuses it for good).
-async fn write_until_done(spec: &BridgeSpec, batch: Vec<Envelope>) {
+/// How often a batch is offered again after failures that are not a lost connection (a
+/// transient error, a timeout, a plugin that crashed during the write) before it is dropped.
+pub const MAX_WRITE_ATTEMPTS: u32 = 10;
+/// Concurrent calls waiting on one responder; past it a call is answered `back_off`.
+pub const MAX_PENDING_CALLS: usize = 64;
+/// How much longer than the connector's `call_timeout` the bridge waits for an answer (the
+/// request may wait in the instance's mailbox behind another one).
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Offers `batch` to the sink until it takes every event, refuses some for good, or has
+/// failed [`MAX_WRITE_ATTEMPTS`] times: events refused with a retryable error are offered
+/// again (in order, without those already written), with backoff; while the instance is not
+/// connected or restarting, the batch waits without counting attempts.
+async fn write_until_done(spec: &BridgeSpec, mut batch: Vec<Envelope>) {
     let mut wait = Duration::from_millis(100);
     let max_wait = Duration::from_secs(5);
+    let mut attempts = 0;
+    let timeout = spec.call_timeout + ANSWER_MARGIN;
     loop {
-        let error = match connector_actor::write(
-            &spec.component_id,
-            batch.clone(),
-            spec.call_timeout,
-        )
-        .await
-        {
+        let error = match connector_actor::write(&spec.component_id, batch.clone(), timeout).await {
             Ok(results) => {
-                for (event, result) in batch.iter().zip(results) {
-                    if let Err(e) = result {
-                        tracing::warn!(connector = %spec.instance, id = %event.id, subject = %event.subject, error = %e, "sink rejected an event");
+                let mut again = Vec::new();
+                for (event, result) in batch.into_iter().zip(results) {
+                    match result {
+                        Ok(()) => {}
+                        Err(e) if e.is_retryable() => again.push(event),
+                        Err(e) => {
+                            tracing::warn!(connector = %spec.instance, id = %event.id, subject = %event.subject, error = %e, "sink rejected an event; dropped");
+                            dropped(spec, 1);
+                        }
                     }
                 }
-                return;
+                if again.is_empty() {
+                    return;
+                }
+                batch = again;
+                attempts += 1;
+                format!("{} events failed with a retryable error", batch.len())
             }
-            Err(e) => e,
+            Err(e) => {
+                match &e {
+                    ReachError::Connector(
+                        ConnectorError::Config(_)
+                        | ConnectorError::Fatal(_)
+                        | ConnectorError::EndOfInput,
+                    ) => {
+                        tracing::error!(connector = %spec.instance, events = batch.len(), error = %e, "sink refused a batch; dropped");
+                        dropped(spec, batch.len());
+                        return;
+                    }
+                    ReachError::Connector(ConnectorError::BackOff(d)) => wait = *d,
+                    // Connecting or restarting: wait for it, however long.
+                    ReachError::NotRunning(_)
+                    | ReachError::Connector(ConnectorError::NotConnected(_)) => {}
+                    _ => attempts += 1,
+                }
+                e.to_string()
+            }
         };
-        match &error {
-            ReachError::Connector(ConnectorError::Config(_) | ConnectorError::Fatal(_)) => {
-                tracing::error!(connector = %spec.instance, events = batch.len(), error = %error, "sink refused a batch; dropped");
-                metrics::counter!("mw_connector_write_failures_total", "component" => spec.component_id.clone())
-                    .increment(batch.len() as u64);
-                return;
-            }
-            ReachError::Connector(ConnectorError::BackOff(d)) => wait = *d,
-            _ => {}
+        if attempts >= MAX_WRITE_ATTEMPTS {
+            tracing::error!(connector = %spec.instance, events = batch.len(), attempts, error = %error, "sink failed a batch too often; dropped");
+            dropped(spec, batch.len());
+            return;
         }
-        tracing::debug!(connector = %spec.instance, error = %error, ?wait, "sink not ready; offering the batch again");
+        tracing::debug!(connector = %spec.instance, error = %error, ?wait, "offering the batch to the sink again");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(max_wait);
     }
+}
+
+fn dropped(spec: &BridgeSpec, n: usize) {
+    metrics::counter!("mw_connector_write_failures_total", "component" => spec.component_id.clone())
+        .increment(n as u64);
 }
 
 /// A bus message as an event: an envelope as is, anything else wrapped.
@@ -133,10 +183,21 @@ fn to_envelope(m: Message) -> Envelope {
 }
 
 async fn serve_calls(bus: Bus, mut sub: millwright_actors::bus::Subscription, spec: BridgeSpec) {
+    let pending = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CALLS));
     while let Some(request) = sub.next().await {
         let (bus, spec) = (bus.clone(), spec.clone());
+        let permit = pending.clone().try_acquire_owned();
         tokio::spawn(async move {
-            let body = answer(&spec, &request).await;
+            let body = match permit {
+                Ok(_permit) => answer(&spec, &request).await,
+                Err(_) => error_body(
+                    "back_off",
+                    &format!(
+                        "connector {}: {MAX_PENDING_CALLS} calls are already waiting; try again later",
+                        spec.instance
+                    ),
+                ),
+            };
             if let Err(e) = bus
                 .respond(&request, Headers::new(), Bytes::from(body.to_string()))
                 .await
@@ -158,7 +219,7 @@ async fn answer(spec: &BridgeSpec, request: &Message) -> serde_json::Value {
         &spec.component_id,
         &method,
         &request.payload,
-        spec.call_timeout,
+        spec.call_timeout + ANSWER_MARGIN,
     )
     .await
 }

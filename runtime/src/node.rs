@@ -199,6 +199,22 @@ impl Node {
             intake,
             connectors: connectors.clone(),
         };
+        // Sinks' subscriptions exist before their instances start, so nothing published
+        // meanwhile is missed; the bridge finds each instance by name once it runs.
+        let mut bridge_tasks = Vec::new();
+        for c in connectors.iter() {
+            let kinds = &c.manifest.kinds;
+            let spec = connector_bridge::BridgeSpec {
+                instance: c.name.clone(),
+                component_id: components::connector_id(&name, &c.name),
+                subscribe: c.config.subscribe.clone(),
+                responder: kinds.contains(&Kind::Responder),
+                scheme: scheme.clone(),
+                max_batch: c.config.max_batch,
+                call_timeout: c.config.call_timeout,
+            };
+            bridge_tasks.extend(connector_bridge::spawn(&bus, spec).await?);
+        }
         let (root, root_handle) = Supervisor::spawn(
             components::root_name(&name),
             components::root_spec(&ctx),
@@ -217,7 +233,7 @@ impl Node {
             "supervision tree up"
         );
 
-        let mut control_tasks = Vec::new();
+        let mut control_tasks = bridge_tasks;
         for verb in [control::Verb::Sim, control::Verb::Dlq] {
             control_tasks.push(
                 control::serve_bus(
@@ -229,27 +245,17 @@ impl Node {
                 .await?,
             );
         }
-        for c in connectors.iter() {
-            let kinds = &c.manifest.kinds;
-            let spec = connector_bridge::BridgeSpec {
-                instance: c.name.clone(),
-                component_id: components::connector_id(&name, &c.name),
-                subscribe: c.config.subscribe.clone(),
-                responder: kinds.contains(&Kind::Responder),
-                scheme: scheme.clone(),
-                max_batch: c.config.max_batch,
-                call_timeout: c.config.call_timeout,
-            };
-            control_tasks.extend(connector_bridge::spawn(&bus, spec).await?);
-        }
         let probes = machines
             .iter()
             .map(|m| watchdog::Probe::sim(components::sim_id(&name, m)))
-            .chain(
-                connectors
-                    .iter()
-                    .map(|c| watchdog::Probe::connector(components::connector_id(&name, &c.name))),
-            )
+            .chain(connectors.iter().map(|c| {
+                // A connector counts as not answering only once one plugin request has
+                // taken longer than its call timeout (a CMMS call may retry for seconds).
+                watchdog::Probe::connector(
+                    components::connector_id(&name, &c.name),
+                    c.config.call_timeout.max(config.watchdog.timeout),
+                )
+            }))
             .collect();
         let watchdog = watchdog::spawn(board.clone(), probes, config.watchdog.clone());
 

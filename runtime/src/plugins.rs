@@ -214,6 +214,15 @@ pub async fn prepare(
             }
         };
         validate(name, c, &manifest)?;
+        for subject in &c.subscribe {
+            if let Err(e) = millwright_actors::bus::subject::validate_subscribe_subject(subject) {
+                return Err(Box::new(PreparePluginError::Shape {
+                    name: name.clone(),
+                    key: "subscribe",
+                    problem: format!("{subject:?}: {e}"),
+                }));
+            }
+        }
         if !c.subscribe.is_empty() && !manifest.kinds.contains(&Kind::Sink) {
             return Err(Box::new(PreparePluginError::Shape {
                 name: name.clone(),
@@ -288,7 +297,12 @@ fn validate(
 /// directory of the running executable.
 pub fn search_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("MILLWRIGHT_PLUGIN_PATH")
-        .map(|p| std::env::split_paths(&p).collect())
+        .map(|p| {
+            // Empty entries (which a shell reads as the working directory) are skipped.
+            std::env::split_paths(&p)
+                .filter(|d| !d.as_os_str().is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(dir) = std::env::current_exe()
         .ok()
@@ -321,8 +335,13 @@ fn resolve(
     plugin: &Path,
     mode: PluginMode,
 ) -> Result<PathBuf, Box<PreparePluginError>> {
-    let is_name =
-        plugin.components().count() == 1 && plugin.extension().is_none() && !plugin.exists();
+    // A bare name is always a name (write `./sim` for a file in the working directory).
+    let is_name = plugin.components().count() == 1
+        && matches!(
+            plugin.components().next(),
+            Some(std::path::Component::Normal(_))
+        )
+        && plugin.extension().is_none();
     if !is_name {
         return Ok(plugin.to_path_buf());
     }

@@ -25,8 +25,9 @@ use crate::config::WatchdogConfig;
 pub enum Probe {
     /// A simulated machine.
     Sim(String),
-    /// A connector instance.
-    Connector(String),
+    /// A connector instance, and how long it may take to answer (its call timeout: a ping
+    /// waits behind the plugin request in progress).
+    Connector(String, Duration),
 }
 
 /// What a ping found.
@@ -42,14 +43,14 @@ impl Probe {
         Self::Sim(id)
     }
 
-    /// A connector's probe.
-    pub fn connector(id: String) -> Self {
-        Self::Connector(id)
+    /// A connector's probe, which waits at most `timeout` (at least the watchdog's).
+    pub fn connector(id: String, timeout: Duration) -> Self {
+        Self::Connector(id, timeout)
     }
 
     fn id(&self) -> &str {
         match self {
-            Self::Sim(id) | Self::Connector(id) => id,
+            Self::Sim(id) | Self::Connector(id, _) => id,
         }
     }
 
@@ -60,7 +61,7 @@ impl Probe {
                 Err(SimError::Timeout { timeout, .. }) => Ping::Silent(timeout),
                 Err(SimError::NotRunning(_)) => Ping::NotRunning,
             },
-            Self::Connector(id) => match connector::ping(id, timeout).await {
+            Self::Connector(id, own) => match connector::ping(id, timeout.max(*own)).await {
                 Ok(state) => Ping::Answered(state),
                 Err(ReachError::Timeout { timeout, .. }) => Ping::Silent(timeout),
                 Err(_) => Ping::NotRunning,

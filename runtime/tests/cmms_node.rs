@@ -48,9 +48,17 @@ async fn maintenance_requests_become_work_orders_out_of_process() {
         "three work orders in the CMMS:\n{}",
         node.output()
     );
-    let wo = &cmms.work_orders()[0];
-    assert_eq!(wo["asset"], "press1");
-    assert!(wo["title"].as_str().unwrap().contains("#1"), "{wo}");
+    let orders = cmms.work_orders();
+    assert!(
+        orders.iter().all(|wo| wo["asset"] == "press1"),
+        "{orders:?}"
+    );
+    assert!(
+        orders
+            .iter()
+            .any(|wo| wo["title"].as_str().unwrap().ends_with("#1")),
+        "the first request is not missed: {orders:?}"
+    );
     // The connector publishes what it created.
     let published = wait_until(support::SETTLE, || async {
         node.get("/values")

@@ -22,6 +22,14 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The value of the metric series `series` (name and labels), if present.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 fn sinks(dir: &Path) -> String {
     let (lib, exe) = testkit();
     format!(
@@ -69,44 +77,50 @@ async fn sinks_in_and_out_of_process_get_every_event_in_order_and_rejects_are_co
     // Through the broker and the bus, as a source's events would come.
     let mut events: Vec<Value> = (0..200).map(|n| event(n, json!(n))).collect();
     events.insert(100, event(1000, json!("reject")));
+    events.insert(150, event(1001, json!("transient-once")));
     for chunk in events.chunks(50) {
         let (code, body) = node.post_json("/events", &json!(chunk)).await.unwrap();
         assert_eq!(code, 200, "{body}");
     }
     let want: Vec<Value> = (0..200).map(|n| json!(n)).collect();
     let done = wait_until(support::SETTLE, || async {
-        lines(&dir.path().join("w1.jsonl")).len() >= 200
-            && lines(&dir.path().join("w2.jsonl")).len() >= 200
+        lines(&dir.path().join("w1.jsonl")).len() >= 201
+            && lines(&dir.path().join("w2.jsonl")).len() >= 201
     })
     .await;
     assert!(
         done.is_ok(),
-        "both sinks get 200 events:\n{}",
+        "both sinks get 201 events:\n{}",
         node.output()
     );
-    assert_eq!(
-        lines(&dir.path().join("w1.jsonl")),
-        want,
-        "in process, in order"
-    );
-    assert_eq!(
-        lines(&dir.path().join("w2.jsonl")),
-        want,
-        "out of process, in order"
-    );
+    for (file, how) in [("w1.jsonl", "in process"), ("w2.jsonl", "out of process")] {
+        let mut got = lines(&dir.path().join(file));
+        // The event refused once is offered again (after the rest of its batch, possibly).
+        let again = got.iter().position(|v| v == "transient-once");
+        assert!(
+            again.is_some(),
+            "{how}: the transient refusal is offered again: {got:?}"
+        );
+        got.remove(again.unwrap());
+        assert_eq!(got, want, "{how}: everything else exactly once, in order");
+    }
     let m = node.metrics().await;
     for c in ["w1", "w2"] {
-        let failures =
-            format!("mw_connector_write_failures_total{{component=\"cs/connectors/{c}\"}} 1");
-        assert!(
-            m.contains(&failures),
-            "the rejected event is counted for {c}:\n{m}"
+        let series = format!("{{component=\"cs/connectors/{c}\"}}");
+        let value = |name: &str| metric(&m, &format!("{name}{series}"));
+        assert_eq!(
+            value("mw_connector_write_failures_total"),
+            Some(1.0),
+            "the rejected event, for {c}:\n{m}"
         );
-        let written = format!("mw_connector_written_total{{component=\"cs/connectors/{c}\"}} 200");
-        assert!(m.contains(&written), "200 written by {c}:\n{m}");
+        assert_eq!(
+            value("mw_connector_written_total"),
+            Some(201.0),
+            "201 written by {c}:\n{m}"
+        );
     }
     assert!(
-        node.find_log("sink rejected an event").is_some(),
+        node.find_log("sink rejected an event; dropped").is_some(),
         "the rejection is logged"
     );
 }
@@ -225,11 +239,28 @@ config = { count = 10 }
 fn refused(dir: &Path, extra: &str) -> String {
     let path = dir.join("node.toml");
     std::fs::write(&path, config("cr", dir, extra)).unwrap();
-    let out = Command::new(support::binary())
+    let mut child = Command::new(support::binary())
         .arg("run")
         .arg(&path)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Refused at boot: it must exit on its own; a node that ran instead is killed, not waited
+    // on forever.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the node did not refuse the config within 30 s");
+        }
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a std child process, polled without a runtime"
+        )]
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -244,6 +275,10 @@ fn refused(dir: &Path, extra: &str) -> String {
 fn an_unknown_plugin_name_and_a_subscribe_on_a_source_are_refused_with_one_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let line = refused(dir.path(), "[connectors.x]\nplugin = \"nosuch\"\n");
+    assert!(
+        line.starts_with(&dir.path().join("node.toml").display().to_string()),
+        "{line}"
+    );
     assert!(line.contains("node.toml: connectors.x.plugin"), "{line}");
     assert!(line.contains("no plugin named \"nosuch\""), "{line}");
     assert!(
@@ -262,4 +297,14 @@ fn an_unknown_plugin_name_and_a_subscribe_on_a_source_are_refused_with_one_sente
     );
     assert!(line.contains("node.toml: connectors.m.subscribe"), "{line}");
     assert!(line.contains("not a sink"), "{line}");
+
+    testkit();
+    let line = refused(
+        dir.path(),
+        "[connectors.w]\nplugin = \"testkit\"\nsubscribe = [\"mw..bad\"]\n",
+    );
+    assert!(
+        line.contains("node.toml: connectors.w.subscribe: \"mw..bad\""),
+        "{line}"
+    );
 }

@@ -33,7 +33,9 @@ pub struct TestkitConfig {
     #[serde(default)]
     pub state_file: Option<std::path::PathBuf>,
     /// As a sink: append the payload of every written event to this file, one JSON line each.
-    /// An event whose payload is `"reject"` is refused (a per-event error) and not written.
+    /// An event whose payload is `"reject"` is refused for good (a per-event `fatal` error),
+    /// one whose payload is `"transient-once"` is refused with a `transient` error the first
+    /// time its id is seen and written the next.
     #[serde(default)]
     pub sink_file: Option<std::path::PathBuf>,
 }
@@ -68,6 +70,7 @@ pub struct Testkit {
     config: TestkitConfig,
     acked: u64,
     next: u64,
+    refused_once: std::collections::HashSet<EventId>,
 }
 
 impl Plugin for Testkit {
@@ -81,6 +84,7 @@ impl Plugin for Testkit {
             config,
             acked: 0,
             next: 0,
+            refused_once: Default::default(),
         })
     }
 }
@@ -161,6 +165,12 @@ impl Sink for Testkit {
         for event in events {
             if event.payload == "reject" {
                 results.push(Err(ConnectorError::Fatal("told to reject".to_owned())));
+                continue;
+            }
+            if event.payload == "transient-once" && self.refused_once.insert(event.id) {
+                results.push(Err(ConnectorError::Transient(
+                    "told to refuse once".to_owned(),
+                )));
                 continue;
             }
             writeln!(file, "{}", event.payload)
