@@ -78,7 +78,7 @@ pub struct OpcUaConfig {
 }
 
 /// Message security.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SecurityConfig {
     /// No signing or encryption.
@@ -89,7 +89,7 @@ pub enum SecurityConfig {
 }
 
 /// The user identity.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UserConfig {
     /// Anonymous.
@@ -110,7 +110,7 @@ pub enum UserConfig {
 }
 
 /// Server certificate trust.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrustConfig {
     /// Trust the certificate seen on the first connection and store its SHA-256 fingerprint
@@ -122,7 +122,7 @@ pub enum TrustConfig {
 }
 
 /// Subscription or polling.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModeConfig {
     /// Monitored items in one subscription.

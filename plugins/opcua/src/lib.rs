@@ -28,6 +28,7 @@
 //! a new session starts from the servers' current values.
 
 pub mod config;
+pub mod docs;
 pub mod responder;
 pub mod session;
 pub mod source;
