@@ -1,0 +1,183 @@
+//! OPC-UA samples per second from the simulated PLC (`tools/plc-sim`) with 1,000 monitored
+//! items, through the `opcua` plugin (its source's `read_batch` then `ack`, via the SDK's
+//! `TestHost` and adapter, as the connector actor calls it) against a bare async-opcua client
+//! subscription (a callback that only counts) on the same server, same run.
+//!
+//! The server changes all 1,000 variables every `UPDATE` (so it offers `1,000 / UPDATE`
+//! changes per second); both clients subscribe with a 100 ms publishing interval, sampling
+//! interval 0 and a queue of 10 per item, so every change can be delivered. Rounds alternate
+//! between the two clients, each measured alone for `WINDOW` after a warm-up; medians.
+//! Target: plugin >= 0.8 of the bare client.
+//!
+//! Run: `cargo bench -p millwright-benches --bench opcua`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use millwright_plc_sim::{PlcSim, PlcSimOptions};
+use millwright_plugin_opcua::{OPCUA, OpcUa};
+use millwright_plugin_sdk::harness::TestHost;
+use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken};
+use opcua::types::{
+    EndpointDescription, MessageSecurityMode, MonitoredItemCreateRequest, TimestampsToReturn,
+    UserTokenPolicy,
+};
+
+const ITEMS: usize = 1_000;
+const UPDATE: Duration = Duration::from_millis(20);
+const ROUNDS: usize = 3;
+const WARMUP: Duration = Duration::from_secs(2);
+const WINDOW: Duration = Duration::from_secs(5);
+
+fn config(endpoint: &str, pki: &std::path::Path) -> serde_json::Value {
+    serde_json::json!({
+        "endpoint": endpoint,
+        "pki_dir": pki,
+        "nodes": (0..ITEMS).map(|i| serde_json::json!({
+            "tag": format!("v{i:04}"),
+            "node_id": millwright_plc_sim::sim_node(2, i).to_string(),
+        })).collect::<Vec<_>>(),
+        "publishing_interval_ms": 100,
+        "sampling_interval_ms": 0,
+        "queue_size": 10,
+        "max_buffered_samples": 1_000_000,
+    })
+}
+
+/// The plugin: samples per second read (and acknowledged) over the window.
+async fn plugin_round(endpoint: &str, pki: &std::path::Path) -> f64 {
+    let mut host: TestHost<OpcUa> = TestHost::open(&OPCUA, "bench", config(endpoint, pki))
+        .await
+        .expect("config");
+    host.connect().await.expect("connects");
+    let warm = Instant::now() + WARMUP;
+    while Instant::now() < warm {
+        let b = host.read_batch(1024).await.expect("read");
+        host.ack(b.token).await.expect("ack");
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < WINDOW {
+        let b = host.read_batch(1024).await.expect("read");
+        n += b.events.len() as u64;
+        host.ack(b.token).await.expect("ack");
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    host.close().await;
+    rate
+}
+
+/// The bare client: notifications per second counted by the callback over the window.
+async fn bare_round(endpoint: &str, pki: &std::path::Path) -> f64 {
+    let mut client = ClientBuilder::new()
+        .application_name("bench")
+        .application_uri("urn:bench")
+        .pki_dir(pki)
+        .session_retry_limit(0)
+        .client()
+        .expect("client");
+    let ep: EndpointDescription = (
+        endpoint,
+        "None",
+        MessageSecurityMode::None,
+        UserTokenPolicy::anonymous(),
+    )
+        .into();
+    let (session, event_loop) = client
+        .connect_to_matching_endpoint(ep, IdentityToken::Anonymous)
+        .await
+        .expect("connects");
+    let driver = event_loop.spawn();
+    session.wait_for_connection().await;
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    let sub = session
+        .create_subscription(
+            Duration::from_millis(100),
+            30,
+            10,
+            0,
+            0,
+            true,
+            DataChangeCallback::new(move |_, _| {
+                c.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .await
+        .expect("subscription");
+    let items: Vec<MonitoredItemCreateRequest> = (0..ITEMS)
+        .map(|i| {
+            let mut r: MonitoredItemCreateRequest = millwright_plc_sim::sim_node(2, i).into();
+            r.requested_parameters.sampling_interval = 0.0;
+            r.requested_parameters.queue_size = 10;
+            r.requested_parameters.discard_oldest = true;
+            r
+        })
+        .collect();
+    session
+        .create_monitored_items(sub, TimestampsToReturn::Both, items)
+        .await
+        .expect("items");
+    session.trigger_publish_now();
+    tokio::time::sleep(WARMUP).await;
+    let before = count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let n = count.load(Ordering::Relaxed) - before;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let _ = session.disconnect().await;
+    driver.abort();
+    rate
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let server_pki = tempfile::tempdir().expect("temp dir");
+        let client_pki = tempfile::tempdir().expect("temp dir");
+        let mut options = PlcSimOptions::new(server_pki.path())
+            .variables(ITEMS)
+            .update_interval(UPDATE);
+        options.secure = false;
+        let sim = PlcSim::start(options).await.expect("plc-sim");
+        assert_eq!(sim.namespace(), 2);
+        let endpoint = sim.endpoint();
+        let offered = ITEMS as f64 / UPDATE.as_secs_f64();
+        let mut plugin = Vec::new();
+        let mut bare = Vec::new();
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                plugin.push(plugin_round(&endpoint, client_pki.path()).await);
+                bare.push(bare_round(&endpoint, client_pki.path()).await);
+            } else {
+                bare.push(bare_round(&endpoint, client_pki.path()).await);
+                plugin.push(plugin_round(&endpoint, client_pki.path()).await);
+            }
+        }
+        let (p, b) = (median(plugin.clone()), median(bare.clone()));
+        println!(
+            "\n### opcua: samples per second, {ITEMS} monitored items, server offers {:.0} k changes/s (median of {ROUNDS})\n",
+            offered / 1e3
+        );
+        println!("| path | samples/s | ÷ bare |");
+        println!("|---|---:|---:|");
+        println!("| bare async-opcua subscription (counting callback) | {:.1} k | 1.00 |", b / 1e3);
+        println!("| opcua plugin (read_batch + ack via TestHost) | {:.1} k | {:.2} |", p / 1e3, p / b);
+        println!("\nrounds: plugin {plugin:.0?}, bare {bare:.0?}");
+        println!(
+            "target plugin >= 0.8 of bare: {}",
+            if p / b >= 0.8 { "met" } else { "NOT met" }
+        );
+        sim.stop().await;
+    });
+}
