@@ -468,6 +468,32 @@ mod tests {
     }
 
     #[test]
+    fn reconnect_waits_are_jittered_so_many_connectors_do_not_reconnect_in_step() {
+        let c = parse(serde_json::json!({
+            "endpoint": "opc.tcp://x:1",
+            "nodes": [{"tag": "t", "node_id": "i=1"}],
+        }));
+        let policy = c.reconnect_policy();
+        let first: Vec<Duration> = (0..50).map(|_| policy.delay(0)).collect();
+        assert!(
+            first
+                .iter()
+                .all(|d| *d >= Duration::from_millis(1000) && *d <= Duration::from_millis(1500))
+        );
+        let mut distinct = first.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() > 40,
+            "first attempts after a shared loss are spread out"
+        );
+        assert!(
+            policy.delay(20) <= Duration::from_millis(45_000),
+            "capped at reconnect_max_ms plus jitter"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = serde_json::from_value::<OpcUaConfig>(serde_json::json!({
             "endpoint": "opc.tcp://x:1", "nodes": [], "endpont": 1
