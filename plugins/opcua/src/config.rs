@@ -68,9 +68,14 @@ pub struct OpcUaConfig {
     /// that many connectors that lost one server do not reconnect in step.
     #[serde(default = "default_reconnect_jitter")]
     pub reconnect_jitter: f64,
-    /// Timeout of each OPC-UA request (and of the connect handshake) in milliseconds.
+    /// Timeout of each OPC-UA request in milliseconds.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// The longest one connect may take in milliseconds (GetEndpoints, session, browse-path
+    /// resolution, subscription). Keep it below the node's `call_timeout` (10 s by default) so
+    /// that an out-of-process plugin never looks hung.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
     /// Most samples held between reads; past it the oldest are dropped (counted in
     /// `samples_shed_total` and logged).
     #[serde(default = "default_max_buffered_samples")]
@@ -186,7 +191,10 @@ fn default_reconnect_jitter() -> f64 {
     0.5
 }
 fn default_request_timeout_ms() -> u64 {
-    10_000
+    5_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    8_000
 }
 fn default_max_buffered_samples() -> usize {
     100_000

@@ -152,15 +152,27 @@ impl OpcUa {
         let c = ctx.clone();
         let tags = self.tags(ctx);
         let samples = self.samples.clone();
+        let connect_timeout = Duration::from_millis(self.cfg.connect_timeout_ms.max(1));
+        let endpoint = self.cfg.endpoint.clone();
         let (link, nodes) = self
             .on_rt(ctx, async move {
-                let link = session::open(&cfg, &c).await?;
-                let nodes = source::resolve(&link.session, &cfg, &refs).await?;
-                if cfg.mode == ModeConfig::Subscription {
-                    samples.touch();
-                    source::subscribe(&link.session, &cfg, &nodes, Feed { samples, tags }).await?;
-                }
-                Ok::<_, ConnectorError>((link, nodes))
+                tokio::time::timeout(connect_timeout, async move {
+                    let link = session::open(&cfg, &c).await?;
+                    let nodes = source::resolve(&link.session, &cfg, &refs).await?;
+                    if cfg.mode == ModeConfig::Subscription {
+                        samples.touch();
+                        source::subscribe(&link.session, &cfg, &nodes, Feed { samples, tags })
+                            .await?;
+                    }
+                    Ok::<_, ConnectorError>((link, nodes))
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ConnectorError::NotConnected(format!(
+                        "{endpoint}: connect timed out after {} ms",
+                        connect_timeout.as_millis()
+                    )))
+                })
             })
             .await??;
         self.link = Some(link);
