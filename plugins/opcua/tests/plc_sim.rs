@@ -403,3 +403,87 @@ async fn a_server_that_is_not_there_is_not_connected_and_backs_off() {
     assert!(matches!(host.health().await, Health::Unhealthy(_)));
     host.close().await;
 }
+
+/// The executable, out of process: the same connector over stdio frames, with its own runtime
+/// inside the plugin process serving the session between calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executable_serves_the_connector_out_of_process() {
+    use millwright_plugin_sdk::manifest::{ABI_MAJOR, ABI_MINOR};
+    use millwright_plugin_sdk::protocol::{Request, Response};
+    use millwright_plugin_sdk::stdio::{Frame, read_frame, write_frame};
+
+    let rig = Rig::start().await;
+    let config = rig.config(&rig.sim.endpoint(), &[("count", &rig.press("Count"))]);
+    let setpoint = rig.press("Setpoint");
+    let (events, reply) = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_millwright-plugin-opcua"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the plugin executable starts");
+        let mut input = child.stdin.take().unwrap();
+        let mut output = std::io::BufReader::new(child.stdout.take().unwrap());
+        write_frame(
+            &mut input,
+            &Frame::Hello {
+                major: ABI_MAJOR,
+                minor: ABI_MINOR,
+                instance: Some("line1".into()),
+                manifest: None,
+            },
+        )
+        .unwrap();
+        match read_frame(&mut output).unwrap() {
+            Some(Frame::Hello { manifest, .. }) => {
+                assert_eq!(manifest.expect("a manifest").id, "opcua");
+            }
+            other => panic!("hello: {other:?}"),
+        }
+        let mut id = 0;
+        let mut ask = |request: Request| -> Response {
+            id += 1;
+            write_frame(&mut input, &Frame::Request { id, request }).unwrap();
+            loop {
+                match read_frame(&mut output).unwrap().expect("a frame") {
+                    Frame::Response { id: got, response } if got == id => return response,
+                    _ => {}
+                }
+            }
+        };
+        assert_eq!(ask(Request::open(config)), Response::Done);
+        let deadline = Instant::now() + T;
+        loop {
+            match ask(Request::Connect) {
+                Response::Done => break,
+                other => assert!(Instant::now() < deadline, "connect: {other:?}"),
+            }
+        }
+        let mut events = 0;
+        while events < 2 {
+            assert!(Instant::now() < deadline, "no events in time");
+            if let Response::Batch { batch } = ask(Request::ReadBatch { max: 100 }) {
+                events += batch.events.len();
+                assert_eq!(ask(Request::Ack { token: batch.token }), Response::Done);
+            }
+        }
+        let reply = match ask(Request::Call {
+            method: "write".into(),
+            payload: json!({"node": setpoint, "value": 12.5}),
+        }) {
+            Response::Reply { payload } => payload,
+            other => panic!("write: {other:?}"),
+        };
+        assert_eq!(ask(Request::Close), Response::Done);
+        drop(input);
+        let _ = child.wait();
+        (events, reply)
+    })
+    .await
+    .unwrap();
+    assert!(events >= 2, "events through the executable: {events}");
+    assert_eq!(reply["status_code"], 0, "{reply}");
+    assert_eq!(
+        rig.sim.read(&rig.sim.press("Setpoint")).unwrap().value,
+        Some(opcua::types::Variant::Double(12.5))
+    );
+}
