@@ -136,8 +136,9 @@ async fn data_resumes_after_the_tcp_path_is_cut_and_restored() {
     let seen = read_until(&mut host, T, |s| !s.on("count").is_empty()).await;
     let took = restored_at.elapsed();
     assert!(took < Duration::from_secs(10), "resumed after {took:?}");
+    // Two connections per connect (GetEndpoints, then the session): a third is a reconnect.
     assert!(
-        proxy.connections_accepted() >= 2,
+        proxy.connections_accepted() >= 3,
         "it reconnected through the proxy"
     );
     assert_eq!(seen.on("count")[0].quality, Quality::Good);
