@@ -544,3 +544,62 @@ async fn update_loop(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn values_change_and_the_controls_hold_them() {
+        let pki = std::env::temp_dir().join(format!("plc-sim-test-{}", std::process::id()));
+        let sim = PlcSim::start(
+            PlcSimOptions::new(&pki)
+                .variables(3)
+                .update_interval(Duration::from_millis(10)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(sim.namespace(), 2);
+        assert!(
+            sim.certificate_der().unwrap().len() > 100,
+            "a certificate was made"
+        );
+        let count = sim.press("Count");
+        let first = sim.read(&count).unwrap().value;
+        until("Count changes", || sim.read(&count).unwrap().value != first).await;
+
+        sim.set_bad(&count, StatusCode::BadSensorFailure).unwrap();
+        let bad = sim.read(&count).unwrap();
+        assert_eq!(bad.status, Some(StatusCode::BadSensorFailure));
+        let v = sim.sim(1);
+        sim.set_value(&v, 42.0).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            sim.read(&v).unwrap().value,
+            Some(Variant::Double(42.0)),
+            "frozen"
+        );
+        assert_eq!(
+            sim.read(&count).unwrap().status,
+            Some(StatusCode::BadSensorFailure)
+        );
+        assert!(sim.read(&sim.sim(3)).is_err(), "only 3 Sim variables");
+
+        let port = sim.port();
+        sim.stop().await;
+        let again = PlcSim::start(PlcSimOptions::new(&pki).port(port))
+            .await
+            .unwrap();
+        assert_eq!(again.port(), port, "restarts on the same port");
+        again.stop().await;
+        let _ = std::fs::remove_dir_all(pki);
+    }
+}
