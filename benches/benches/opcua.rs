@@ -41,6 +41,7 @@ fn config(endpoint: &str, pki: &std::path::Path) -> serde_json::Value {
         "publishing_interval_ms": 100,
         "sampling_interval_ms": 0,
         "queue_size": 10,
+        "max_notifications_per_publish": 5_000,
         "max_buffered_samples": 1_000_000,
     })
 }
@@ -53,19 +54,35 @@ async fn plugin_round(endpoint: &str, pki: &std::path::Path) -> f64 {
     host.connect().await.expect("connects");
     let warm = Instant::now() + WARMUP;
     while Instant::now() < warm {
-        let b = host.read_batch(1024).await.expect("read");
-        host.ack(b.token).await.expect("ack");
+        read(&mut host).await;
     }
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < WINDOW {
-        let b = host.read_batch(1024).await.expect("read");
-        n += b.events.len() as u64;
-        host.ack(b.token).await.expect("ack");
+        n += read(&mut host).await;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     host.close().await;
     rate
+}
+
+/// One read and ack; a lost connection is reported and reconnected (counted as zero).
+async fn read(host: &mut TestHost<OpcUa>) -> u64 {
+    match host.read_batch(1024).await {
+        Ok(b) => {
+            host.ack(b.token).await.expect("ack");
+            b.events.len() as u64
+        }
+        Err(e) => {
+            eprintln!("plugin read failed: {e}; reconnecting");
+            while let Err(e) = host.connect().await {
+                if let millwright_plugin_sdk::prelude::ConnectorError::BackOff(d) = e {
+                    tokio::time::sleep(d).await;
+                }
+            }
+            0
+        }
+    }
 }
 
 /// The bare client: notifications per second counted by the callback over the window.
@@ -75,6 +92,8 @@ async fn bare_round(endpoint: &str, pki: &std::path::Path) -> f64 {
         .application_uri("urn:bench")
         .pki_dir(pki)
         .session_retry_limit(0)
+        .max_message_size(millwright_plugin_opcua::session::MAX_MESSAGE_SIZE)
+        .max_chunk_count(millwright_plugin_opcua::session::MAX_MESSAGE_SIZE / 65_535 + 1)
         .client()
         .expect("client");
     let ep: EndpointDescription = (
@@ -97,7 +116,7 @@ async fn bare_round(endpoint: &str, pki: &std::path::Path) -> f64 {
             Duration::from_millis(100),
             30,
             10,
-            0,
+            5_000,
             0,
             true,
             DataChangeCallback::new(move |_, _| {

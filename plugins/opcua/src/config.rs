@@ -49,6 +49,10 @@ pub struct OpcUaConfig {
     /// Subscription mode: how many changes the server queues per item between publishes.
     #[serde(default = "default_queue_size")]
     pub queue_size: u32,
+    /// Subscription mode: most notifications in one publish response (the server sends the
+    /// rest in the next ones), which keeps each response well inside the message size limit.
+    #[serde(default = "default_max_notifications_per_publish")]
+    pub max_notifications_per_publish: u32,
     /// Polling mode: the interval between reads in milliseconds.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
@@ -174,6 +178,9 @@ fn default_sampling_interval_ms() -> u64 {
 }
 fn default_queue_size() -> u32 {
     10
+}
+fn default_max_notifications_per_publish() -> u32 {
+    5_000
 }
 fn default_poll_interval_ms() -> u64 {
     1000

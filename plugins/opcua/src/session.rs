@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{OpcUaConfig, SecurityConfig, TrustConfig, normalize_fingerprint};
 
+/// The largest message the client accepts.
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
 /// The application URI of the client certificate.
 pub const CLIENT_APPLICATION_URI: &str = "urn:millwright:opcua-connector";
 
@@ -212,6 +215,10 @@ pub async fn open(cfg: &OpcUaConfig, ctx: &Context) -> Result<Link, ConnectorErr
         .max_failed_keep_alive_count(3)
         .session_name(format!("millwright/{}", ctx.instance()))
         .session_timeout(60_000)
+        // Large subscriptions make large publish responses: 16 MiB in up to 256 chunks
+        // (async-opcua's default is 320 KiB, which 1,000 busy items exceed).
+        .max_message_size(MAX_MESSAGE_SIZE)
+        .max_chunk_count(MAX_MESSAGE_SIZE / 65_535 + 1)
         .client()
         .map_err(|e| ConnectorError::Config(format!("pki_dir: {}", e.join("; "))))?;
 

@@ -299,7 +299,7 @@ pub async fn subscribe(
             publishing,
             lifetime_count,
             keep_alive_count,
-            0,
+            cfg.max_notifications_per_publish,
             0,
             true,
             feed,
