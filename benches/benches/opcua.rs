@@ -94,6 +94,7 @@ async fn bare_round(endpoint: &str, pki: &std::path::Path) -> f64 {
         .session_retry_limit(0)
         .max_message_size(millwright_plugin_opcua::session::MAX_MESSAGE_SIZE)
         .max_chunk_count(millwright_plugin_opcua::session::MAX_MESSAGE_SIZE / 65_535 + 1)
+        .max_array_length(millwright_plugin_opcua::session::MAX_ARRAY_LENGTH)
         .client()
         .expect("client");
     let ep: EndpointDescription = (

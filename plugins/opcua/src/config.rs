@@ -50,7 +50,8 @@ pub struct OpcUaConfig {
     #[serde(default = "default_queue_size")]
     pub queue_size: u32,
     /// Subscription mode: most notifications in one publish response (the server sends the
-    /// rest in the next ones), which keeps each response well inside the message size limit.
+    /// rest in the next ones), which keeps each response inside the client's limits (16 MiB,
+    /// arrays of 100,000). 0 lets the server decide.
     #[serde(default = "default_max_notifications_per_publish")]
     pub max_notifications_per_publish: u32,
     /// Polling mode: the interval between reads in milliseconds.
@@ -277,6 +278,15 @@ impl OpcUaConfig {
             return Err(bad(
                 "reconnect_jitter",
                 format!("{} is not between 0 and 1", self.reconnect_jitter),
+            ));
+        }
+        if self.max_notifications_per_publish > 100_000 {
+            return Err(bad(
+                "max_notifications_per_publish",
+                format!(
+                    "{} is more than the client decodes in one response (100000)",
+                    self.max_notifications_per_publish
+                ),
             ));
         }
         if self.mode == ModeConfig::Polling && self.poll_interval_ms == 0 {

@@ -27,6 +27,9 @@ use crate::config::{OpcUaConfig, SecurityConfig, TrustConfig, normalize_fingerpr
 /// The largest message the client accepts.
 pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 
+/// The longest array the client decodes (bounds `max_notifications_per_publish`).
+pub const MAX_ARRAY_LENGTH: usize = 100_000;
+
 /// The application URI of the client certificate.
 pub const CLIENT_APPLICATION_URI: &str = "urn:millwright:opcua-connector";
 
@@ -215,10 +218,13 @@ pub async fn open(cfg: &OpcUaConfig, ctx: &Context) -> Result<Link, ConnectorErr
         .max_failed_keep_alive_count(3)
         .session_name(format!("millwright/{}", ctx.instance()))
         .session_timeout(60_000)
-        // Large subscriptions make large publish responses: 16 MiB in up to 256 chunks
-        // (async-opcua's default is 320 KiB, which 1,000 busy items exceed).
+        // Large subscriptions make large publish responses: 16 MiB in up to 257 chunks
+        // (async-opcua's default is 320 KiB).
         .max_message_size(MAX_MESSAGE_SIZE)
         .max_chunk_count(MAX_MESSAGE_SIZE / 65_535 + 1)
+        // A publish response carries up to max_notifications_per_publish items in one array
+        // (async-opcua's default limit is 1,000 and drops the session past it).
+        .max_array_length(MAX_ARRAY_LENGTH)
         .client()
         .map_err(|e| ConnectorError::Config(format!("pki_dir: {}", e.join("; "))))?;
 

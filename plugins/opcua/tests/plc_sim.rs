@@ -488,3 +488,36 @@ async fn the_executable_serves_the_connector_out_of_process() {
         Some(opcua::types::Variant::Double(12.5))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_busy_items_stay_connected() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    // Regression: with async-opcua's default 320 KiB message limit and no cap on notifications
+    // per publish, a publish response of 1,000 busy items overflowed and the session dropped.
+    let rig = Rig::start_with(|o| {
+        o.variables = 1000;
+        o.update_interval = Duration::from_millis(100);
+    })
+    .await;
+    let ids: Vec<(String, String)> = (0..1000)
+        .map(|i| (format!("v{i:04}"), rig.sim.sim(i).to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = ids.iter().map(|(t, n)| (t.as_str(), n.as_str())).collect();
+    let mut cfg = rig.config(&rig.sim.endpoint(), &refs);
+    cfg["sampling_interval_ms"] = json!(0);
+    // ~5,000 changes per publish, more than the 1,000 array limit async-opcua has by default.
+    cfg["publishing_interval_ms"] = json!(500);
+    cfg["max_notifications_per_publish"] = json!(2000);
+    let mut host = open(cfg).await;
+    connect(&mut host, T).await;
+    let seen = read_until(&mut host, T, |s| s.events.len() >= 15_000).await;
+    assert!(
+        seen.errors.is_empty(),
+        "stayed connected: {:?}",
+        seen.errors
+    );
+    host.close().await;
+}
