@@ -338,11 +338,9 @@ impl PlcSim {
     /// # Errors
     /// The node does not exist.
     pub fn set_value(&self, node: &NodeId, value: impl Into<Variant>) -> Result<(), StatusCode> {
-        {
-            let mut c = self.controls.lock();
-            c.frozen.insert(node.clone());
-            c.bad.remove(node);
-        }
+        let mut c = self.controls.lock();
+        c.frozen.insert(node.clone());
+        c.bad.remove(node);
         self.write(node, DataValue::new_now(value.into()))
     }
 
@@ -352,7 +350,8 @@ impl PlcSim {
     /// # Errors
     /// The node does not exist.
     pub fn set_bad(&self, node: &NodeId, status: StatusCode) -> Result<(), StatusCode> {
-        self.controls.lock().bad.insert(node.clone(), status);
+        let mut c = self.controls.lock();
+        c.bad.insert(node.clone(), status);
         let current = self.read(node)?;
         let now = DateTime::now();
         self.write(
@@ -516,8 +515,10 @@ async fn update_loop(
             ..Default::default()
         };
         let mut updates: Vec<(&NodeId, DataValue)> = Vec::with_capacity(variables + 3);
+        // Held until the values are written, so that a control (set_bad, set_value) never
+        // lands between choosing the live nodes and writing them (it would be overwritten).
+        let c = controls.lock();
         {
-            let c = controls.lock();
             let live = |id: &NodeId| !c.frozen.contains(id) && !c.bad.contains_key(id);
             if live(&press[0]) {
                 updates.push((
@@ -542,6 +543,7 @@ async fn update_loop(
             handle.subscriptions(),
             updates.into_iter().map(|(id, v)| (id, None, v)),
         );
+        drop(c);
     }
 }
 
