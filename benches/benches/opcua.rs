@@ -3,9 +3,12 @@
 //! `TestHost` and adapter, as the connector actor calls it) against a bare async-opcua client
 //! subscription (a callback that only counts) on the same server, same run.
 //!
-//! The server changes all 1,000 variables every `UPDATE` (so it offers `1,000 / UPDATE`
-//! changes per second); both clients subscribe with a 100 ms publishing interval, sampling
-//! interval 0 and a queue of 10 per item, so every change can be delivered. Rounds alternate
+//! The server changes all 1,000 variables every `UPDATE` (20 ms); both clients subscribe with
+//! a 100 ms publishing interval, sampling interval 0 and a queue of 10 per item. async-opcua's
+//! server samples an item at most every 100 ms (its minimum sampling interval), so it offers
+//! 10 samples per item per second: 10 k samples/s for 1,000 items. Besides the rate, each
+//! round measures the process' CPU time per sample (user + system, server included, the same
+//! server work in both rounds), which shows what the plugin costs even when both keep up. Rounds alternate
 //! between the two clients, each measured alone for `WINDOW` after a warm-up; medians.
 //! Target: plugin >= 0.8 of the bare client.
 //!
@@ -46,8 +49,25 @@ fn config(endpoint: &str, pki: &std::path::Path) -> serde_json::Value {
     })
 }
 
-/// The plugin: samples per second read (and acknowledged) over the window.
-async fn plugin_round(endpoint: &str, pki: &std::path::Path) -> f64 {
+/// The process' CPU time so far (user + system), from `/proc/self/stat`.
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command; 100 ticks/s.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// The plugin: samples per second read (and acknowledged) over the window, and CPU per sample.
+async fn plugin_round(endpoint: &str, pki: &std::path::Path) -> (f64, f64) {
     let mut host: TestHost<OpcUa> = TestHost::open(&OPCUA, "bench", config(endpoint, pki))
         .await
         .expect("config");
@@ -57,13 +77,15 @@ async fn plugin_round(endpoint: &str, pki: &std::path::Path) -> f64 {
         read(&mut host).await;
     }
     let start = Instant::now();
+    let cpu0 = cpu();
     let mut n = 0u64;
     while start.elapsed() < WINDOW {
         n += read(&mut host).await;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    let per = (cpu() - cpu0).as_secs_f64() * 1e6 / n.max(1) as f64;
     host.close().await;
-    rate
+    (rate, per)
 }
 
 /// One read and ack; a lost connection is reported and reconnected (counted as zero).
@@ -86,7 +108,7 @@ async fn read(host: &mut TestHost<OpcUa>) -> u64 {
 }
 
 /// The bare client: notifications per second counted by the callback over the window.
-async fn bare_round(endpoint: &str, pki: &std::path::Path) -> f64 {
+async fn bare_round(endpoint: &str, pki: &std::path::Path) -> (f64, f64) {
     let mut client = ClientBuilder::new()
         .application_name("bench")
         .application_uri("urn:bench")
@@ -143,12 +165,14 @@ async fn bare_round(endpoint: &str, pki: &std::path::Path) -> f64 {
     tokio::time::sleep(WARMUP).await;
     let before = count.load(Ordering::Relaxed);
     let start = Instant::now();
+    let cpu0 = cpu();
     tokio::time::sleep(WINDOW).await;
     let n = count.load(Ordering::Relaxed) - before;
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    let per = (cpu() - cpu0).as_secs_f64() * 1e6 / n.max(1) as f64;
     let _ = session.disconnect().await;
     driver.abort();
-    rate
+    (rate, per)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -172,7 +196,8 @@ fn main() {
         let sim = PlcSim::start(options).await.expect("plc-sim");
         assert_eq!(sim.namespace(), 2);
         let endpoint = sim.endpoint();
-        let offered = ITEMS as f64 / UPDATE.as_secs_f64();
+        // The server samples each item at most every 100 ms.
+        let offered = ITEMS as f64 * 10.0;
         let mut plugin = Vec::new();
         let mut bare = Vec::new();
         for round in 0..ROUNDS {
@@ -184,16 +209,19 @@ fn main() {
                 plugin.push(plugin_round(&endpoint, client_pki.path()).await);
             }
         }
-        let (p, b) = (median(plugin.clone()), median(bare.clone()));
+        let p = median(plugin.iter().map(|r| r.0).collect());
+        let b = median(bare.iter().map(|r| r.0).collect());
+        let pc = median(plugin.iter().map(|r| r.1).collect());
+        let bc = median(bare.iter().map(|r| r.1).collect());
         println!(
-            "\n### opcua: samples per second, {ITEMS} monitored items, server offers {:.0} k changes/s (median of {ROUNDS})\n",
+            "\n### opcua: samples per second, {ITEMS} monitored items, server offers {:.0} k samples/s (median of {ROUNDS})\n",
             offered / 1e3
         );
-        println!("| path | samples/s | ÷ bare |");
-        println!("|---|---:|---:|");
-        println!("| bare async-opcua subscription (counting callback) | {:.1} k | 1.00 |", b / 1e3);
-        println!("| opcua plugin (read_batch + ack via TestHost) | {:.1} k | {:.2} |", p / 1e3, p / b);
-        println!("\nrounds: plugin {plugin:.0?}, bare {bare:.0?}");
+        println!("| path | samples/s | ÷ bare | process CPU µs/sample |");
+        println!("|---|---:|---:|---:|");
+        println!("| bare async-opcua subscription (counting callback) | {:.1} k | 1.00 | {bc:.1} |", b / 1e3);
+        println!("| opcua plugin (read_batch + ack via TestHost) | {:.1} k | {:.2} | {pc:.1} |", p / 1e3, p / b);
+        println!("\nrounds (samples/s, CPU µs/sample): plugin {plugin:.1?}, bare {bare:.1?}");
         println!(
             "target plugin >= 0.8 of bare: {}",
             if p / b >= 0.8 { "met" } else { "NOT met" }
