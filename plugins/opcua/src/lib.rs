@@ -1,0 +1,481 @@
+//! `opcua`: an OPC-UA client connector (plugin id `opcua`), built on
+//! [async-opcua](https://docs.rs/async-opcua/0.19) 0.19 with its `client` feature only.
+//!
+//! It reads configured nodes by subscription (monitored items with sampling intervals and
+//! deadbands, [OPC-UA Part 4 §5.12/§5.13](https://reference.opcfoundation.org/Core/Part4/v105/docs/5.12))
+//! or by polling (Read, [Part 4 §5.10.2](https://reference.opcfoundation.org/Core/Part4/v105/docs/5.10.2)),
+//! and answers `write`, `read` and `browse` calls. Status codes follow
+//! [Part 4 §7.39](https://reference.opcfoundation.org/Core/Part4/v105/docs/7.39); health comes from
+//! `Server_ServerStatus` (`i=2256`, its `State` child `i=2259`).
+//!
+//! - [`config`]: the config (and its schema);
+//! - [`session`]: connect, certificate trust, the session's driver task;
+//! - [`source`]: subscription/polling and the sample buffer;
+//! - [`responder`]: the call methods.
+//!
+//! The connector owns the reconnect (see [`session`]): after a loss it waits a jittered
+//! backoff (`reconnect_min_ms` doubling to `reconnect_max_ms`, plus up to `reconnect_jitter`)
+//! before each new session, so many connectors that lost one server do not reconnect in
+//! step. A data-freshness watchdog reconnects when no publish response (data or keep-alive)
+//! arrives for `watchdog_timeout_ms`.
+//!
+//! Each instance runs the OPC-UA session on a tokio runtime of its own (one worker thread,
+//! shut down in `close`): in-process, the host drives a plugin's runtime only during calls,
+//! and a session needs its keep-alives and publish requests served between them.
+//!
+//! Delivery: a batch read but not acknowledged is read again after a reconnect of the same
+//! instance. Live OPC-UA data that was never read when the process dies cannot be replayed:
+//! a new session starts from the servers' current values.
+
+pub mod config;
+pub mod docs;
+pub mod responder;
+pub mod session;
+pub mod source;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use millwright_plugin_sdk::prelude::*;
+use millwright_plugin_sdk::{export_plugin, plugin_vtable};
+use opcua::types::NodeId;
+
+use crate::config::{ModeConfig, NodeRef, OpcUaConfig};
+use crate::session::Link;
+use crate::source::{Feed, Samples, Tags};
+
+/// A tokio runtime that is shut down without blocking when dropped (it may be dropped inside
+/// the host's runtime).
+#[derive(Debug)]
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle())
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The connector.
+#[derive(Debug)]
+pub struct OpcUa {
+    cfg: Arc<OpcUaConfig>,
+    refs: Vec<NodeRef>,
+    rt: Option<OwnRuntime>,
+    link: Option<Link>,
+    nodes: Vec<NodeId>,
+    samples: Arc<Samples>,
+    inflight: VecDeque<(u64, Vec<Envelope>)>,
+    next_token: u64,
+    failures: u32,
+    next_attempt: Option<Instant>,
+    next_poll: Instant,
+    last_error: Option<String>,
+}
+
+impl Plugin for OpcUa {
+    type Config = OpcUaConfig;
+    const ID: &'static str = "opcua";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "OPC-UA client: subscriptions or polling, write/read/browse calls, health from ServerStatus";
+
+    fn new(config: OpcUaConfig, _ctx: &Context) -> Result<Self, ConnectorError> {
+        let refs = config.validate()?;
+        Ok(Self {
+            samples: Arc::new(Samples::new(config.max_buffered_samples)),
+            cfg: Arc::new(config),
+            refs,
+            rt: None,
+            link: None,
+            nodes: Vec::new(),
+            inflight: VecDeque::new(),
+            next_token: 0,
+            failures: 0,
+            next_attempt: None,
+            next_poll: Instant::now(),
+            last_error: None,
+        })
+    }
+}
+
+impl OpcUa {
+    /// Runs `fut` on the instance's own runtime (made on first use).
+    async fn on_rt<T: Send + 'static>(
+        &mut self,
+        ctx: &Context,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, ConnectorError> {
+        if self.rt.is_none() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(format!("opcua-{}", ctx.instance()))
+                .enable_all()
+                .build()
+                .map_err(|e| ConnectorError::Fatal(format!("cannot start a runtime: {e}")))?;
+            self.rt = Some(OwnRuntime(Some(rt)));
+        }
+        let handle = self
+            .rt
+            .as_ref()
+            .and_then(OwnRuntime::handle)
+            .ok_or_else(|| ConnectorError::Fatal("runtime is gone".into()))?;
+        handle
+            .spawn(fut)
+            .await
+            .map_err(|e| ConnectorError::Fatal(format!("OPC-UA task failed: {e}")))
+    }
+
+    fn tags(&self, ctx: &Context) -> Tags {
+        Tags {
+            source: ctx.instance().into(),
+            subjects: Arc::new(
+                self.cfg
+                    .nodes
+                    .iter()
+                    .map(|n| ctx.event_subject(&n.tag))
+                    .collect(),
+            ),
+        }
+    }
+
+    async fn open_link(&mut self, ctx: &Context) -> Result<(), ConnectorError> {
+        let cfg = self.cfg.clone();
+        let refs = self.refs.clone();
+        let c = ctx.clone();
+        let tags = self.tags(ctx);
+        let samples = self.samples.clone();
+        let connect_timeout = Duration::from_millis(self.cfg.connect_timeout_ms.max(1));
+        let endpoint = self.cfg.endpoint.clone();
+        let (link, nodes) = self
+            .on_rt(ctx, async move {
+                tokio::time::timeout(connect_timeout, async move {
+                    let link = session::open(&cfg, &c).await?;
+                    let nodes = source::resolve(&link.session, &cfg, &refs).await?;
+                    if cfg.mode == ModeConfig::Subscription {
+                        samples.touch();
+                        source::subscribe(&link.session, &cfg, &nodes, Feed { samples, tags })
+                            .await?;
+                    }
+                    Ok::<_, ConnectorError>((link, nodes))
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ConnectorError::NotConnected(format!(
+                        "{endpoint}: connect timed out after {} ms",
+                        connect_timeout.as_millis()
+                    )))
+                })
+            })
+            .await??;
+        self.link = Some(link);
+        self.nodes = nodes;
+        self.next_poll = Instant::now();
+        Ok(())
+    }
+
+    /// The connection is gone: drop it, schedule the next attempt after a jittered wait.
+    fn lost(&mut self, ctx: &Context, reason: &str) -> ConnectorError {
+        self.link = None;
+        let wait = self.cfg.reconnect_policy().delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        self.next_attempt = Some(Instant::now() + wait);
+        ctx.log(
+            Level::Warn,
+            "OPC-UA connection lost; reconnecting",
+            &[
+                ("endpoint", &self.cfg.endpoint),
+                ("reason", &reason),
+                ("wait_ms", &wait.as_millis()),
+            ],
+        );
+        let msg = format!(
+            "{}: {reason}; reconnecting in {} ms",
+            self.cfg.endpoint,
+            wait.as_millis()
+        );
+        self.last_error = Some(msg.clone());
+        ConnectorError::NotConnected(msg)
+    }
+
+    fn session(&self) -> Result<Arc<opcua::client::Session>, ConnectorError> {
+        match &self.link {
+            Some(l) if l.down_reason().is_none() => Ok(l.session.clone()),
+            _ => Err(ConnectorError::NotConnected(format!(
+                "{}: not connected{}",
+                self.cfg.endpoint,
+                self.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+impl Connector for OpcUa {
+    async fn connect(&mut self, ctx: &Context) -> Result<(), ConnectorError> {
+        if let Some(at) = self.next_attempt {
+            let now = Instant::now();
+            if at > now {
+                return Err(ConnectorError::BackOff(at - now));
+            }
+        }
+        if let Some(link) = self.link.take() {
+            let _ = self.on_rt(ctx, link.close()).await;
+        }
+        // What was read and not acknowledged is read again, first.
+        let unacked: Vec<Envelope> = self.inflight.drain(..).flat_map(|(_, e)| e).collect();
+        self.samples.requeue(unacked);
+        match self.open_link(ctx).await {
+            Ok(()) => {
+                if self.failures > 0 {
+                    ctx.counter("reconnects_total", &[], 1);
+                }
+                self.failures = 0;
+                self.next_attempt = None;
+                self.last_error = None;
+                ctx.log(
+                    Level::Info,
+                    "OPC-UA session open",
+                    &[
+                        ("endpoint", &self.cfg.endpoint),
+                        ("nodes", &self.nodes.len()),
+                    ],
+                );
+                Ok(())
+            }
+            Err(ConnectorError::NotConnected(m) | ConnectorError::Transient(m)) => {
+                Err(self.lost(ctx, &m))
+            }
+            Err(e) => {
+                self.link = None;
+                ctx.log(
+                    Level::Error,
+                    "OPC-UA connector cannot connect",
+                    &[("endpoint", &self.cfg.endpoint), ("error", &e)],
+                );
+                self.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn close(&mut self, ctx: &Context) {
+        if let Some(link) = self.link.take() {
+            let _ = self.on_rt(ctx, link.close()).await;
+        }
+        self.rt = None;
+    }
+
+    async fn connection_test(&mut self, ctx: &Context) -> Result<(), ConnectorError> {
+        let cfg = self.cfg.clone();
+        let refs = self.refs.clone();
+        let c = ctx.clone();
+        self.on_rt(ctx, async move {
+            let link = session::open(&cfg, &c).await?;
+            let r = source::resolve(&link.session, &cfg, &refs)
+                .await
+                .map(|_| ());
+            link.close().await;
+            r
+        })
+        .await?
+    }
+
+    async fn health(&mut self, ctx: &Context) -> Health {
+        let session = match self.session() {
+            Ok(s) => s,
+            Err(e) => return Health::Unhealthy(e.to_string()),
+        };
+        let timeout = self.cfg.request_timeout();
+        let read = self
+            .on_rt(ctx, async move {
+                let ids = [
+                    opcua::types::VariableId::Server_ServerStatus_State,
+                    opcua::types::VariableId::Server_ServerStatus_CurrentTime,
+                ]
+                .map(|v| opcua::types::ReadValueId::from(NodeId::from(v)));
+                tokio::time::timeout(
+                    timeout,
+                    session.read(&ids, opcua::types::TimestampsToReturn::Neither, 0.0),
+                )
+                .await
+            })
+            .await;
+        match read {
+            Ok(Ok(Ok(values))) => {
+                let state = values.first().and_then(|v| v.value.clone());
+                match state {
+                    Some(opcua::types::Variant::Int32(0)) => Health::Healthy,
+                    Some(opcua::types::Variant::Int32(s)) => {
+                        let name = [
+                            "Running",
+                            "Failed",
+                            "NoConfiguration",
+                            "Suspended",
+                            "Shutdown",
+                            "Test",
+                            "CommunicationFault",
+                            "Unknown",
+                        ]
+                        .get(s as usize)
+                        .copied()
+                        .unwrap_or("Unknown");
+                        let reason = format!("{}: server state is {name} ({s})", self.cfg.endpoint);
+                        if matches!(s, 1 | 4 | 6) {
+                            Health::Unhealthy(reason)
+                        } else {
+                            Health::Degraded(reason)
+                        }
+                    }
+                    other => Health::Degraded(format!(
+                        "{}: ServerStatus.State reads {other:?}",
+                        self.cfg.endpoint
+                    )),
+                }
+            }
+            Ok(Ok(Err(e))) => {
+                Health::Unhealthy(format!("{}: reading ServerStatus: {e}", self.cfg.endpoint))
+            }
+            Ok(Err(_)) => Health::Unhealthy(format!(
+                "{}: reading ServerStatus timed out",
+                self.cfg.endpoint
+            )),
+            Err(e) => Health::Unhealthy(e.to_string()),
+        }
+    }
+}
+
+impl Source for OpcUa {
+    async fn read_batch(
+        &mut self,
+        ctx: &Context,
+        max: usize,
+    ) -> Result<SourceBatch, ConnectorError> {
+        let Some(link) = &self.link else {
+            return Err(ConnectorError::NotConnected(format!(
+                "{}: not connected",
+                self.cfg.endpoint
+            )));
+        };
+        if let Some(reason) = link.down_reason() {
+            return Err(self.lost(ctx, &reason));
+        }
+        match self.cfg.mode {
+            ModeConfig::Subscription => {
+                let watchdog = Duration::from_millis(self.cfg.watchdog_timeout_ms);
+                if self.cfg.watchdog_timeout_ms > 0 && self.samples.since_publish() > watchdog {
+                    ctx.counter("watchdog_reconnects_total", &[], 1);
+                    let reason = format!(
+                        "watchdog: no publish response (data or keep-alive) for {} ms",
+                        self.samples.since_publish().as_millis()
+                    );
+                    return Err(self.lost(ctx, &reason));
+                }
+                let samples = self.samples.clone();
+                let state = link.state.clone();
+                // Wait up to a second for data, or for the link to drop.
+                let wait = async move {
+                    let mut state = state;
+                    tokio::select! {
+                        () = samples.wait(Duration::from_secs(1)) => {}
+                        _ = state.wait_for(|s| matches!(s, session::LinkState::Down(_))) => {}
+                    }
+                };
+                tokio::select! {
+                    () = wait => {}
+                    () = ctx.cancelled() => {}
+                }
+            }
+            ModeConfig::Polling => {
+                let now = Instant::now();
+                if now < self.next_poll {
+                    let wait = (self.next_poll - now).min(Duration::from_secs(1));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = ctx.cancelled() => {}
+                    }
+                }
+                if Instant::now() >= self.next_poll {
+                    let interval = Duration::from_millis(self.cfg.poll_interval_ms);
+                    self.next_poll = (self.next_poll + interval).max(Instant::now());
+                    let session = self.session()?;
+                    let nodes = self.nodes.clone();
+                    let tags = self.tags(ctx);
+                    let timeout = self.cfg.request_timeout();
+                    match self
+                        .on_rt(ctx, async move {
+                            source::poll(&session, &nodes, &tags, timeout).await
+                        })
+                        .await?
+                    {
+                        Ok(events) => self.samples.push(events),
+                        Err(e) => return Err(self.lost(ctx, &e.to_string())),
+                    }
+                }
+            }
+        }
+        let shed = self.samples.take_shed();
+        if shed > 0 {
+            ctx.counter("samples_shed_total", &[], shed);
+            ctx.log(
+                Level::Warn,
+                "sample buffer full; dropped the oldest samples",
+                &[("dropped", &shed), ("cap", &self.cfg.max_buffered_samples)],
+            );
+        }
+        let events = self.samples.take(max.max(1));
+        if events.is_empty() {
+            return Ok(SourceBatch::new(AckToken(self.next_token), events));
+        }
+        ctx.counter("samples_total", &[], events.len() as u64);
+        self.next_token += 1;
+        self.inflight.push_back((self.next_token, events.clone()));
+        Ok(SourceBatch::new(AckToken(self.next_token), events))
+    }
+
+    async fn ack(&mut self, _ctx: &Context, token: AckToken) -> Result<(), ConnectorError> {
+        while self.inflight.front().is_some_and(|(t, _)| *t <= token.0) {
+            self.inflight.pop_front();
+        }
+        Ok(())
+    }
+}
+
+impl Responder for OpcUa {
+    async fn call(
+        &mut self,
+        ctx: &Context,
+        method: &str,
+        payload: serde_json::Value,
+    ) -> Result<serde_json::Value, ConnectorError> {
+        if !matches!(method, "write" | "read" | "browse") {
+            return Err(ConnectorError::Config(format!(
+                "unknown call method {method:?} (the opcua connector answers write, read and browse)"
+            )));
+        }
+        let session = self.session()?;
+        let timeout = self.cfg.request_timeout();
+        let method = method.to_owned();
+        self.on_rt(ctx, async move {
+            responder::call(&session, &method, payload, timeout).await
+        })
+        .await?
+    }
+}
+
+plugin_vtable!(pub OPCUA: OpcUa, source, responder);
+
+/// Serves the plugin out of process (the executable's `main`).
+pub fn serve() -> std::process::ExitCode {
+    millwright_plugin_sdk::stdio::serve(&OPCUA)
+}
+export_plugin!(&OPCUA, OpcUa);
