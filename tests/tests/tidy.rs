@@ -42,6 +42,7 @@ fn all_sources() -> Vec<PathBuf> {
         "tests",
         "benches",
         "plugins",
+        "tools",
     ] {
         rust_files(&root.join(top), &mut files);
     }
