@@ -7,6 +7,11 @@
 //! Three clocks are kept apart, as OPC-UA does: `source_time` (when the value was true at the
 //! machine), `server_time` (when a server such as a PLC stamped it) and `receive_time` (when
 //! Millwright received it). Only `receive_time` is always known.
+//!
+//! The JSON of an envelope (the bus wire format, the disk queue, the dead-letter queue, the HTTP
+//! API) has the id as ULID text and the times as RFC 3339 text. Binary formats (the plugin
+//! boundary's MessagePack, see [`codec`](crate::codec)) carry the id as its 128-bit value and
+//! the times as `(seconds, nanoseconds)`: no text to format or parse per event.
 
 use std::fmt;
 use std::str::FromStr;
@@ -77,16 +82,85 @@ impl FromStr for EventId {
     }
 }
 
+/// The 26-character ULID text in human-readable formats (JSON: the bus, the disk queue, the
+/// HTTP API); its 128-bit value in binary ones (the plugin boundary's MessagePack, 16 bytes).
 impl Serialize for EventId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
+        if serializer.is_human_readable() {
+            serializer.collect_str(&self.0)
+        } else {
+            serializer.serialize_u128(self.0.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+        if deserializer.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            u128::deserialize(deserializer).map(Self::from_u128)
+        }
+    }
+}
+
+/// Timestamps in the envelope: chrono's RFC 3339 text in human-readable formats (exactly as
+/// before), `(seconds, nanoseconds)` since the Unix epoch in binary ones (no formatting or
+/// parsing on the plugin boundary; every `DateTime<Utc>` chrono can hold fits).
+mod timestamp {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            t.serialize(s)
+        } else {
+            (t.timestamp(), t.timestamp_subsec_nanos()).serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        if d.is_human_readable() {
+            DateTime::<Utc>::deserialize(d)
+        } else {
+            let (secs, nanos) = <(i64, u32)>::deserialize(d)?;
+            DateTime::from_timestamp(secs, nanos).ok_or_else(|| {
+                serde::de::Error::custom(format!("timestamp {secs}.{nanos:09} out of range"))
+            })
+        }
+    }
+
+    /// The same for an optional timestamp.
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        struct Wrap<'a>(&'a DateTime<Utc>);
+
+        impl Serialize for Wrap<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                super::serialize(self.0, s)
+            }
+        }
+
+        struct Owned(DateTime<Utc>);
+
+        impl<'de> Deserialize<'de> for Owned {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                super::deserialize(d).map(Owned)
+            }
+        }
+
+        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            t.as_ref().map(Wrap).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Ok(Option::<Owned>::deserialize(d)?.map(|o| o.0))
+        }
     }
 }
 
@@ -115,12 +189,13 @@ pub struct Envelope {
     /// The bus subject the event is published on, e.g. `mw.ev.press1.temperature`.
     pub subject: String,
     /// When the value was true at the machine, if the source says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamp::option")]
     pub source_time: Option<DateTime<Utc>>,
     /// When an upstream server stamped the value, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamp::option")]
     pub server_time: Option<DateTime<Utc>>,
     /// When Millwright received the value.
+    #[serde(with = "timestamp")]
     pub receive_time: DateTime<Utc>,
     /// Coarse quality of the value.
     #[serde(default)]
@@ -199,6 +274,53 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.to_string().parse::<EventId>().unwrap(), a);
         assert!("not-a-ulid".parse::<EventId>().is_err());
+    }
+
+    fn sample() -> Envelope {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        Envelope {
+            id: EventId::from_u128(0x0192_3456_789a_bcde_f012_3456_789a_bcde),
+            source: "press1".into(),
+            subject: "mw.ev.press1.temp".into(),
+            source_time: Some(t("2026-12-01T16:10:10.123456789Z")),
+            server_time: None,
+            receive_time: t("2026-12-01T16:10:11.5Z"),
+            quality: Quality::Uncertain,
+            status_code: Some(0x4000_0000),
+            payload: serde_json::json!({"v": 21.5, "n": [1, -2, u64::MAX], "s": "x", "b": null}),
+        }
+    }
+
+    #[test]
+    fn the_json_form_is_text_as_on_the_bus() {
+        let json = String::from_utf8(sample().to_json_bytes()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"01J8T5CY4TQKFF04HMASW9NF6Y","source":"press1","subject":"mw.ev.press1.temp","source_time":"2026-12-01T16:10:10.123456789Z","receive_time":"2026-12-01T16:10:11.500Z","quality":"uncertain","status_code":1073741824,"payload":{"b":null,"n":[1,-2,18446744073709551615],"s":"x","v":21.5}}"#
+        );
+        assert_eq!(Envelope::from_json_slice(json.as_bytes()).unwrap(), sample());
+    }
+
+    #[test]
+    fn the_binary_form_has_no_text_ids_or_times_and_round_trips() {
+        let mut e = sample();
+        let bytes = crate::codec::encode(&e).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("01J8T5CY4"), "no ULID text: {text}");
+        assert!(!text.contains("2026-12"), "no RFC 3339 text: {text}");
+        assert!(bytes.windows(16).any(|w| w == e.id.as_u128().to_be_bytes()));
+        assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
+        // The extremes chrono can hold, and absent times.
+        e.source_time = Some(DateTime::<Utc>::MIN_UTC);
+        e.server_time = Some(DateTime::<Utc>::MAX_UTC);
+        e.receive_time = DateTime::from_timestamp(-1, 999_999_999).unwrap();
+        let bytes = crate::codec::encode(&e).unwrap();
+        assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
+        e.source_time = None;
+        e.server_time = None;
+        e.status_code = None;
+        let bytes = crate::codec::encode(&e).unwrap();
+        assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
     }
 
     #[test]
