@@ -152,7 +152,10 @@ mod timestamp {
             }
         }
 
-        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             t.as_ref().map(Wrap).serialize(s)
         }
 
@@ -189,10 +192,18 @@ pub struct Envelope {
     /// The bus subject the event is published on, e.g. `mw.ev.press1.temperature`.
     pub subject: String,
     /// When the value was true at the machine, if the source says.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamp::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "timestamp::option"
+    )]
     pub source_time: Option<DateTime<Utc>>,
     /// When an upstream server stamped the value, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamp::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "timestamp::option"
+    )]
     pub server_time: Option<DateTime<Utc>>,
     /// When Millwright received the value.
     #[serde(with = "timestamp")]
@@ -298,7 +309,10 @@ mod tests {
             json,
             r#"{"id":"01J8T5CY4TQKFF04HMASW9NF6Y","source":"press1","subject":"mw.ev.press1.temp","source_time":"2026-12-01T16:10:10.123456789Z","receive_time":"2026-12-01T16:10:11.500Z","quality":"uncertain","status_code":1073741824,"payload":{"b":null,"n":[1,-2,18446744073709551615],"s":"x","v":21.5}}"#
         );
-        assert_eq!(Envelope::from_json_slice(json.as_bytes()).unwrap(), sample());
+        assert_eq!(
+            Envelope::from_json_slice(json.as_bytes()).unwrap(),
+            sample()
+        );
     }
 
     #[test]

@@ -308,10 +308,18 @@ mod tests {
 
     fn events() -> Vec<Envelope> {
         vec![
-            Envelope::new("press1", "mw.ev.press1.t", serde_json::json!({"v": 1.5, "ok": true}))
-                .with_source_time(chrono::Utc::now())
-                .with_quality(Quality::Bad),
-            Envelope::new("press1", "mw.ev.press1.n", serde_json::json!([1, -1, "x", null])),
+            Envelope::new(
+                "press1",
+                "mw.ev.press1.t",
+                serde_json::json!({"v": 1.5, "ok": true}),
+            )
+            .with_source_time(chrono::Utc::now())
+            .with_quality(Quality::Bad),
+            Envelope::new(
+                "press1",
+                "mw.ev.press1.n",
+                serde_json::json!([1, -1, "x", null]),
+            ),
         ]
     }
 
@@ -376,7 +384,11 @@ mod tests {
                 batch: SourceBatch::new(AckToken(0), vec![]),
             },
             Response::Written {
-                results: vec![Ok(()), Err(ConnectorError::Transient("busy".into())), Ok(())],
+                results: vec![
+                    Ok(()),
+                    Err(ConnectorError::Transient("busy".into())),
+                    Ok(()),
+                ],
             },
             Response::Reply {
                 payload: serde_json::json!({"value": -3}),
@@ -403,7 +415,10 @@ mod tests {
         assert!(codec::decode::<Response>(&bytes).is_err());
         let bytes = codec::encode(&Response::Done).unwrap();
         assert!(codec::decode::<Request>(&bytes).is_err());
-        assert!(codec::decode::<Request>(&[0xc1]).is_err(), "a reserved marker");
+        assert!(
+            codec::decode::<Request>(&[0xc1]).is_err(),
+            "a reserved marker"
+        );
         assert!(codec::decode::<Request>(&[]).is_err(), "nothing");
     }
 }

@@ -107,7 +107,10 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 /// Sets `buf` to one length-prefixed message made by `body` (which appends to it).
-fn prefixed(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> io::Result<()> {
+fn prefixed(
+    buf: &mut Vec<u8>,
+    body: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
     buf.clear();
     buf.extend_from_slice(&[0; 4]);
     body(buf)?;
@@ -127,7 +130,9 @@ fn prefixed(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> io::Result<()>
 /// # Errors
 /// The frame cannot be encoded, or is over [`MAX_FRAME`].
 pub fn encode_frame(buf: &mut Vec<u8>, frame: &Frame) -> io::Result<()> {
-    prefixed(buf, |b| codec::encode_into(b, frame).map_err(io::Error::other))
+    prefixed(buf, |b| {
+        codec::encode_into(b, frame).map_err(io::Error::other)
+    })
 }
 
 /// Sets `buf` to `handshake` (JSON), length prefix included.
@@ -135,7 +140,9 @@ pub fn encode_frame(buf: &mut Vec<u8>, frame: &Frame) -> io::Result<()> {
 /// # Errors
 /// As [`encode_frame`].
 pub fn encode_handshake(buf: &mut Vec<u8>, handshake: &Handshake) -> io::Result<()> {
-    prefixed(buf, |b| serde_json::to_writer(b, handshake).map_err(io::Error::other))
+    prefixed(buf, |b| {
+        serde_json::to_writer(b, handshake).map_err(io::Error::other)
+    })
 }
 
 /// The body length a 4-byte prefix announces.
@@ -145,7 +152,9 @@ pub fn encode_handshake(buf: &mut Vec<u8>, handshake: &Handshake) -> io::Result<
 pub fn body_len(prefix: [u8; 4]) -> io::Result<usize> {
     let len = u32::from_be_bytes(prefix) as usize;
     if len > MAX_FRAME {
-        return Err(invalid(format!("frame of {len} bytes, more than {MAX_FRAME}")));
+        return Err(invalid(format!(
+            "frame of {len} bytes, more than {MAX_FRAME}"
+        )));
     }
     Ok(len)
 }
@@ -526,10 +535,16 @@ mod tests {
             input.extend_from_slice(&buf);
         }
         let out = Shared::default();
-        assert_eq!(serve_on(VEC_SOURCE, input.as_slice(), out.clone()).unwrap(), 0);
+        assert_eq!(
+            serve_on(VEC_SOURCE, input.as_slice(), out.clone()).unwrap(),
+            0
+        );
         let written = out.0.lock().unwrap().clone();
         let mut r = written.as_slice();
-        let Some(Handshake::Hello { major, manifest, .. }) = read_handshake(&mut r).unwrap() else {
+        let Some(Handshake::Hello {
+            major, manifest, ..
+        }) = read_handshake(&mut r).unwrap()
+        else {
             panic!("a hello")
         };
         assert_eq!(major, ABI_MAJOR);
