@@ -178,6 +178,31 @@ impl<P: Plugin> TestHost<P> {
         }
     }
 
+    /// `call`.
+    ///
+    /// # Errors
+    /// The connector's.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe.
+    pub async fn call(
+        &mut self,
+        method: &str,
+        payload: serde_json::Value,
+    ) -> Result<serde_json::Value, ConnectorError> {
+        let request = Request::Call {
+            method: method.to_owned(),
+            payload,
+        };
+        match self.request(request).await {
+            Response::Reply { payload } => Ok(payload),
+            Response::Error { error } => Err(error),
+            other => Err(ConnectorError::Fatal(format!(
+                "unexpected response {other:?}"
+            ))),
+        }
+    }
+
     /// `health`.
     ///
     /// # Cancel safety

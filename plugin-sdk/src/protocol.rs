@@ -237,7 +237,7 @@ impl<P: Plugin> Adapter<P> {
         } = request
         {
             self.ctx = self.ctx.opened(config.clone(), &subject_prefix);
-            return match serde_json::from_value::<P::Config>(config) {
+            return match serde_path_to_error::deserialize::<_, P::Config>(config) {
                 Ok(config) => match P::new(config, &self.ctx) {
                     Ok(p) => {
                         self.instance = Some(p);
@@ -246,7 +246,10 @@ impl<P: Plugin> Adapter<P> {
                     Err(error) => Response::Error { error },
                 },
                 Err(e) => Response::Error {
-                    error: ConnectorError::Config(e.to_string()),
+                    error: ConnectorError::Config(match e.path().to_string().as_str() {
+                        "." => e.into_inner().to_string(),
+                        path => format!("{path}: {}", e.into_inner()),
+                    }),
                 },
             };
         }
