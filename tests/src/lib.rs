@@ -48,8 +48,18 @@ pub fn free_port() -> u16 {
 /// # Panics
 /// When the build fails or the files are not where cargo puts them.
 pub fn build_testkit(release: bool) -> (PathBuf, PathBuf) {
+    build_plugin("testkit", release)
+}
+
+/// Builds the plugin crate `plugins/<name>` (package `millwright-plugin-<name>`), as
+/// [`build_testkit`] does, and returns its `(cdylib, executable)`.
+///
+/// # Panics
+/// As [`build_testkit`].
+pub fn build_plugin(name: &str, release: bool) -> (PathBuf, PathBuf) {
     let root = workspace_root();
-    let mut args = vec!["build", "--locked", "-p", "millwright-plugin-testkit"];
+    let package = format!("millwright-plugin-{name}");
+    let mut args = vec!["build", "--locked", "-p", package.as_str()];
     if release {
         args.push("--release");
     }
@@ -59,14 +69,14 @@ pub fn build_testkit(release: bool) -> (PathBuf, PathBuf) {
         .current_dir(&root)
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "the testkit plugin builds");
+    assert!(status.success(), "the {name} plugin builds");
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join(if release { "release" } else { "debug" });
     let paths = (
-        dir.join("libmillwright_plugin_testkit.so"),
-        dir.join("millwright-plugin-testkit"),
+        dir.join(format!("lib{}.so", package.replace('-', "_"))),
+        dir.join(&package),
     );
     assert!(paths.0.is_file() && paths.1.is_file(), "{paths:?} exist");
     paths
