@@ -105,68 +105,6 @@ impl<'de> Deserialize<'de> for EventId {
     }
 }
 
-/// Timestamps in the envelope: chrono's RFC 3339 text in human-readable formats (exactly as
-/// before), `(seconds, nanoseconds)` since the Unix epoch in binary ones (no formatting or
-/// parsing on the plugin boundary; every `DateTime<Utc>` chrono can hold fits).
-mod timestamp {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            t.serialize(s)
-        } else {
-            (t.timestamp(), t.timestamp_subsec_nanos()).serialize(s)
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        if d.is_human_readable() {
-            DateTime::<Utc>::deserialize(d)
-        } else {
-            let (secs, nanos) = <(i64, u32)>::deserialize(d)?;
-            DateTime::from_timestamp(secs, nanos).ok_or_else(|| {
-                serde::de::Error::custom(format!("timestamp {secs}.{nanos:09} out of range"))
-            })
-        }
-    }
-
-    /// The same for an optional timestamp.
-    pub mod option {
-        use chrono::{DateTime, Utc};
-        use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-        struct Wrap<'a>(&'a DateTime<Utc>);
-
-        impl Serialize for Wrap<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                super::serialize(self.0, s)
-            }
-        }
-
-        struct Owned(DateTime<Utc>);
-
-        impl<'de> Deserialize<'de> for Owned {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                super::deserialize(d).map(Owned)
-            }
-        }
-
-        pub fn serialize<S: Serializer>(
-            t: &Option<DateTime<Utc>>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            t.as_ref().map(Wrap).serialize(s)
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<DateTime<Utc>>, D::Error> {
-            Ok(Option::<Owned>::deserialize(d)?.map(|o| o.0))
-        }
-    }
-}
-
 /// How far a value can be trusted, after OPC-UA's status code severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -182,8 +120,13 @@ pub enum Quality {
 }
 
 /// One event as it travels through Millwright.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// In human-readable formats (JSON) it is a map with the field names below, the id as ULID
+/// text and the times as RFC 3339 text; unknown fields are refused. In binary formats (the
+/// plugin boundary) it is an array in field order: the id as its 128-bit value, each time as
+/// `[seconds, nanoseconds]` since the Unix epoch (or nil when absent), no field names; a reader
+/// ignores elements past the ninth, which a later ABI minor may append.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// Unique id; also the NATS `Nats-Msg-Id` used for de-duplication.
     pub id: EventId,
@@ -192,30 +135,171 @@ pub struct Envelope {
     /// The bus subject the event is published on, e.g. `mw.ev.press1.temperature`.
     pub subject: String,
     /// When the value was true at the machine, if the source says.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "timestamp::option"
-    )]
     pub source_time: Option<DateTime<Utc>>,
     /// When an upstream server stamped the value, if any.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "timestamp::option"
-    )]
     pub server_time: Option<DateTime<Utc>>,
     /// When Millwright received the value.
-    #[serde(with = "timestamp")]
     pub receive_time: DateTime<Utc>,
     /// Coarse quality of the value.
-    #[serde(default)]
     pub quality: Quality,
     /// The protocol's full status code, when it has one (OPC-UA's 32-bit `StatusCode`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u32>,
     /// The value itself.
     pub payload: serde_json::Value,
+}
+
+/// The envelope's two encodings (see [`Envelope`]).
+mod wire {
+    use std::fmt;
+
+    use chrono::{DateTime, Utc};
+    use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+    use serde::ser::SerializeTuple;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Envelope, EventId, Quality};
+
+    /// The JSON form, borrowed for writing.
+    #[derive(Serialize)]
+    #[serde(rename = "Envelope")]
+    struct JsonRef<'a> {
+        id: &'a EventId,
+        source: &'a str,
+        subject: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source_time: Option<&'a DateTime<Utc>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server_time: Option<&'a DateTime<Utc>>,
+        receive_time: &'a DateTime<Utc>,
+        quality: Quality,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status_code: Option<u32>,
+        payload: &'a serde_json::Value,
+    }
+
+    /// The JSON form, owned for reading.
+    #[derive(Deserialize)]
+    #[serde(rename = "Envelope", deny_unknown_fields)]
+    struct Json {
+        id: EventId,
+        source: String,
+        subject: String,
+        #[serde(default)]
+        source_time: Option<DateTime<Utc>>,
+        #[serde(default)]
+        server_time: Option<DateTime<Utc>>,
+        receive_time: DateTime<Utc>,
+        #[serde(default)]
+        quality: Quality,
+        #[serde(default)]
+        status_code: Option<u32>,
+        payload: serde_json::Value,
+    }
+
+    /// Elements of the binary form.
+    const LEN: usize = 9;
+
+    fn secs_nanos(t: &DateTime<Utc>) -> (i64, u32) {
+        (t.timestamp(), t.timestamp_subsec_nanos())
+    }
+
+    fn from_secs_nanos<E: de::Error>((secs, nanos): (i64, u32)) -> Result<DateTime<Utc>, E> {
+        DateTime::from_timestamp(secs, nanos)
+            .ok_or_else(|| E::custom(format!("timestamp {secs}.{nanos:09} out of range")))
+    }
+
+    impl Serialize for Envelope {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                return JsonRef {
+                    id: &self.id,
+                    source: &self.source,
+                    subject: &self.subject,
+                    source_time: self.source_time.as_ref(),
+                    server_time: self.server_time.as_ref(),
+                    receive_time: &self.receive_time,
+                    quality: self.quality,
+                    status_code: self.status_code,
+                    payload: &self.payload,
+                }
+                .serialize(s);
+            }
+            let mut t = s.serialize_tuple(LEN)?;
+            t.serialize_element(&self.id)?;
+            t.serialize_element(&self.source)?;
+            t.serialize_element(&self.subject)?;
+            t.serialize_element(&self.source_time.as_ref().map(secs_nanos))?;
+            t.serialize_element(&self.server_time.as_ref().map(secs_nanos))?;
+            t.serialize_element(&secs_nanos(&self.receive_time))?;
+            t.serialize_element(&self.quality)?;
+            t.serialize_element(&self.status_code)?;
+            t.serialize_element(&self.payload)?;
+            t.end()
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Envelope {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            if d.is_human_readable() {
+                let j = Json::deserialize(d)?;
+                return Ok(Envelope {
+                    id: j.id,
+                    source: j.source,
+                    subject: j.subject,
+                    source_time: j.source_time,
+                    server_time: j.server_time,
+                    receive_time: j.receive_time,
+                    quality: j.quality,
+                    status_code: j.status_code,
+                    payload: j.payload,
+                });
+            }
+            d.deserialize_tuple(LEN, Binary)
+        }
+    }
+
+    struct Binary;
+
+    impl<'de> Visitor<'de> for Binary {
+        type Value = Envelope;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an envelope of at least {LEN} elements")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Envelope, A::Error> {
+            let mut n = 0;
+            macro_rules! next {
+                () => {{
+                    n += 1;
+                    seq.next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(n - 1, &self))?
+                }};
+            }
+            let id: EventId = next!();
+            let source: String = next!();
+            let subject: String = next!();
+            let source_time: Option<(i64, u32)> = next!();
+            let server_time: Option<(i64, u32)> = next!();
+            let receive_time: (i64, u32) = next!();
+            let quality: Quality = next!();
+            let status_code: Option<u32> = next!();
+            let payload: serde_json::Value = next!();
+            // Elements a later minor appended.
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Envelope {
+                id,
+                source,
+                subject,
+                source_time: source_time.map(from_secs_nanos).transpose()?,
+                server_time: server_time.map(from_secs_nanos).transpose()?,
+                receive_time: from_secs_nanos(receive_time)?,
+                quality,
+                status_code,
+                payload,
+            })
+        }
+    }
 }
 
 impl Envelope {
@@ -335,6 +419,20 @@ mod tests {
         e.status_code = None;
         let bytes = crate::codec::encode(&e).unwrap();
         assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn the_binary_form_is_an_array_a_later_minor_may_extend() {
+        let bytes = crate::codec::encode(&sample()).unwrap();
+        assert_eq!(bytes[0], 0x99, "a 9-element array, no field names");
+        assert!(!String::from_utf8_lossy(&bytes).contains("subject"));
+        let mut longer = bytes.clone();
+        longer[0] = 0x9a;
+        longer.push(0xc0);
+        assert_eq!(crate::codec::decode::<Envelope>(&longer).unwrap(), sample());
+        let mut shorter = bytes[..bytes.len() - 1].to_vec();
+        shorter[0] = 0x98;
+        assert!(crate::codec::decode::<Envelope>(&shorter).is_err());
     }
 
     #[test]
