@@ -238,7 +238,7 @@ fn main() {
             }
         }
         println!(
-            "\n### plugins ({}): the whole path, connector actor → broker → bus (median of 3)\n",
+            "\n### plugins ({}): the whole path, connector actor → broker → bus (median of {ROUNDS})\n",
             source.name()
         );
         println!("| batch | path | events/s | ÷ static |");
@@ -246,7 +246,9 @@ fn main() {
         let mut run_no = 0;
         let mut pipe_64 = (0.0, 0.0);
         for batch in BATCHES {
-            let events = (batch * 200).clamp(5_000, 100_000);
+            // Long enough (about a second at batch 64 and up) that the start of the actor, the
+            // broker and the plugin process is a small part of each run.
+            let events = (batch * 1_000).clamp(20_000, 200_000);
             let factories: Vec<(&str, TransportFactory)> = vec![
                 (
                     "static (linked in)",
@@ -266,7 +268,7 @@ fn main() {
                 ),
             ];
             let mut wall = vec![Vec::new(); factories.len()];
-            for round in 0..3 {
+            for round in 0..ROUNDS {
                 for k in 0..factories.len() {
                     let i = (round + k) % factories.len();
                     run_no += 1;
