@@ -280,6 +280,8 @@ struct Instance<P: Plugin> {
     adapter: Adapter<P>,
     runtime: tokio::runtime::Runtime,
     poisoned: Option<String>,
+    /// The size of the last response, to allocate the next one at once (no regrowth).
+    last_len: usize,
     /// Cancels the instance's context when `destroy` drops it.
     _cancel: crate::context::CancelHandle,
 }
@@ -315,6 +317,7 @@ pub unsafe fn create<P: Plugin>(
             adapter: Adapter::new(vtable, ctx),
             runtime,
             poisoned: None,
+            last_len: 0,
             _cancel: cancel,
         };
         Some(Box::into_raw(Box::new(instance)).cast::<c_void>())
@@ -325,11 +328,19 @@ pub unsafe fn create<P: Plugin>(
 }
 
 fn respond(response: &Response) -> OwnedBuffer {
-    let bytes = codec::encode(response).or_else(|e| {
-        codec::encode(&Response::Error {
-            error: ConnectorError::Fatal(format!("the plugin's answer cannot be encoded: {e}")),
-        })
-    });
+    respond_sized(response, 0)
+}
+
+/// As [`respond`], into a buffer of at least `capacity` bytes.
+fn respond_sized(response: &Response, capacity: usize) -> OwnedBuffer {
+    let mut buf = Vec::with_capacity(capacity.max(256));
+    let bytes = codec::encode_into(&mut buf, response)
+        .map(|()| buf)
+        .or_else(|e| {
+            codec::encode(&Response::Error {
+                error: ConnectorError::Fatal(format!("the plugin's answer cannot be encoded: {e}")),
+            })
+        });
     OwnedBuffer::from_vec(bytes.unwrap_or_default())
 }
 
@@ -365,7 +376,13 @@ pub unsafe fn handle<P: Plugin>(instance: *mut c_void, request: StrRef) -> Owned
         inst.runtime.block_on(inst.adapter.handle(request))
     }));
     match outcome {
-        Ok(response) => respond(&response),
+        Ok(response) => {
+            let buffer = respond_sized(&response, inst.last_len);
+            // A little over the largest recent size, decaying slowly: batches (between small
+            // acks) are encoded into one allocation each, without regrowth.
+            inst.last_len = (buffer.len + buffer.len / 8).max(inst.last_len - inst.last_len / 16);
+            buffer
+        }
         Err(panic) => {
             let why = panic_message(panic.as_ref());
             inst.poisoned = Some(why.clone());
