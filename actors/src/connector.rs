@@ -13,8 +13,9 @@
 //! open ─► connect ──ok──► read_batch ─► broker.publish_batch ─► ack ─┐
 //!            ▲  │                │ empty: wait poll_interval      │
 //!            │  └─ NotConnected/ │ NotConnected: reconnect         │
-//!            │     Transient:    │ EndOfInput: stop normally       │
-//!            │     backoff,      │ Fatal / panic: the actor fails, │
+//!            │     Transient:    │ EndOfInput: stop normally (a    │
+//!            │     backoff,      │   sink/responder stops reading) │
+//!            │                   │ Fatal / panic: the actor fails, │
 //!            │     degraded_     │   the supervisor restarts it    │
 //!            └──── connection ◄──┘                                 ▼
 //!                                                            next read
@@ -24,6 +25,13 @@
 //! refused is published again (the same events, the same ids) before anything new is read, so
 //! nothing is skipped. A batch read but not acknowledged when the instance dies is read again
 //! by the next incarnation (the plugin's `ack` is what moves its position): at-least-once.
+//!
+//! A sink or a responder is driven by messages instead of the loop: [`ConnectorMsg::Write`]
+//! hands a batch to `write_batch`, [`ConnectorMsg::Call`] a request to `call`, between the
+//! source's steps (one request at a time reaches the plugin). Both answer `NotConnected` while
+//! the instance is not connected; a `NotConnected` or `Transient` failure of the whole call
+//! sends the instance back to reconnecting (as a failed read does), a `Fatal` one restarts it.
+//! The runtime's connector bridge feeds them from the bus (`runtime/src/connector_bridge.rs`).
 //!
 //! States on the board: `starting_connection` while the first connect is tried,
 //! `degraded_connection` (with the error) while reconnecting, `idle`/`active` by data.
@@ -36,7 +44,8 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_plugin_sdk::connector::{ConnectorError, SourceBatch};
+use millwright_plugin_sdk::connector::{ConnectorError, Kind, SourceBatch, WriteResult};
+use millwright_plugin_sdk::event::Envelope;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -55,6 +64,9 @@ pub struct ConnectorSpec {
     pub plugin: String,
     /// The instance's config, validated against the plugin's schema.
     pub config: serde_json::Value,
+    /// The shapes the plugin offers (from its manifest): the read loop runs only for a
+    /// [`Kind::Source`].
+    pub kinds: Vec<Kind>,
     /// The node's subject prefix (`mw`), handed to the plugin at `open`.
     pub subject_prefix: String,
     /// Most events per `read_batch`.
@@ -107,13 +119,25 @@ pub enum ConnectorMsg {
     Step,
     /// Liveness: answered between steps with the current state.
     Ping(RpcReplyPort<State>),
+    /// Write a batch to a sink: one result per event, or an error for the whole batch.
+    Write(
+        Vec<Envelope>,
+        RpcReplyPort<Result<Vec<WriteResult>, ConnectorError>>,
+    ),
+    /// Call a responder's `method` with a JSON payload.
+    Call(
+        String,
+        serde_json::Value,
+        RpcReplyPort<Result<serde_json::Value, ConnectorError>>,
+    ),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Open,
     Connect,
-    Read,
+    /// Connected: a source reads; a sink or responder waits for messages.
+    Ready,
     /// The config cannot work: nothing to do until it changes.
     Parked,
 }
@@ -127,6 +151,11 @@ pub struct ConnectorState {
     attempts: u32,
     /// A batch read but not yet acknowledged by the broker.
     pending: Option<SourceBatch>,
+    /// A `Step` is queued or scheduled (so a failed write does not start a second loop).
+    step_scheduled: bool,
+    /// The source reached its end of input (an instance that is also a sink or a responder
+    /// keeps running without reading).
+    source_done: bool,
 }
 
 impl std::fmt::Debug for ConnectorState {
@@ -167,6 +196,8 @@ impl Actor for ConnectorActor {
             phase: Phase::Open,
             attempts: 0,
             pending: None,
+            step_scheduled: true,
+            source_done: false,
         })
     }
 
@@ -196,12 +227,66 @@ impl Actor for ConnectorActor {
         state: &mut ConnectorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ConnectorMsg::Step => state.step(&myself).await,
+            ConnectorMsg::Step => {
+                state.step_scheduled = false;
+                state.step(&myself).await
+            }
             ConnectorMsg::Ping(reply) => {
                 let _ = reply.send(state.lifecycle.state().clone());
                 Ok(())
             }
+            // A request whose caller gave up (timed out) is not run late.
+            ConnectorMsg::Write(_, reply) if reply.is_closed() => Ok(()),
+            ConnectorMsg::Call(_, _, reply) if reply.is_closed() => Ok(()),
+            ConnectorMsg::Write(events, reply) => match state.write(events).await {
+                Handled::Answer(answer, next) => {
+                    let _ = reply.send(answer);
+                    state.schedule(&myself, next)
+                }
+                Handled::Failed(error, e) => {
+                    let _ = reply.send(Err(error));
+                    Err(e)
+                }
+            },
+            ConnectorMsg::Call(method, payload, reply) => {
+                match state.respond(method, payload).await {
+                    Handled::Answer(answer, next) => {
+                        let _ = reply.send(answer);
+                        state.schedule(&myself, next)
+                    }
+                    Handled::Failed(error, e) => {
+                        let _ = reply.send(Err(error));
+                        Err(e)
+                    }
+                }
+            }
         }
+    }
+}
+
+/// How a write or a call ended: an answer for the caller (and what the loop does next), or a
+/// failure of the instance, whose error the caller gets before the actor fails.
+enum Handled<T> {
+    Answer(Result<T, ConnectorError>, Option<Next>),
+    Failed(ConnectorError, ActorProcessingErr),
+}
+
+impl<T> Handled<T> {
+    /// The plugin answered `error` for the whole request.
+    fn plugin_error(state: &mut ConnectorState, error: ConnectorError) -> Self {
+        match state.call_failed(&error) {
+            Ok(next) => Handled::Answer(Err(error), next),
+            Err(e) => Handled::Failed(error, e),
+        }
+    }
+
+    /// The transport failed (the plugin crashed, hung or answered nonsense): the caller may try
+    /// again with the next incarnation.
+    fn transport_failed(e: ActorProcessingErr) -> Self {
+        Handled::Failed(
+            ConnectorError::Transient(format!("the plugin failed during the request: {e}")),
+            e,
+        )
     }
 }
 
@@ -218,19 +303,117 @@ impl ConnectorState {
         let next = match self.phase {
             Phase::Open => self.open().await?,
             Phase::Connect => self.connect().await?,
-            Phase::Read => self.read().await?,
-            Phase::Parked => Next::Park,
+            Phase::Ready if self.args.spec.kinds.contains(&Kind::Source) && !self.source_done => {
+                self.read().await?
+            }
+            Phase::Ready | Phase::Parked => Next::Park,
         };
+        self.schedule(myself, Some(next))
+    }
+
+    /// Queues the next step, unless one is queued already.
+    fn schedule(
+        &mut self,
+        myself: &ActorRef<ConnectorMsg>,
+        next: Option<Next>,
+    ) -> Result<(), ActorProcessingErr> {
         self.lifecycle.tick();
+        let Some(next) = next else { return Ok(()) };
+        if self.step_scheduled && !matches!(next, Next::Stop) {
+            return Ok(());
+        }
         match next {
-            Next::Now => myself.cast(ConnectorMsg::Step)?,
+            Next::Now => {
+                self.step_scheduled = true;
+                myself.cast(ConnectorMsg::Step)?;
+            }
             Next::After(d) => {
+                self.step_scheduled = true;
                 myself.send_after(d, || ConnectorMsg::Step);
             }
             Next::Park => {}
             Next::Stop => myself.stop(Some("end of input".to_owned())),
         }
         Ok(())
+    }
+
+    /// Not connected yet (or again): what a write or a call answers meanwhile.
+    fn not_ready(&self) -> Option<ConnectorError> {
+        match self.phase {
+            Phase::Ready => None,
+            Phase::Parked => Some(ConnectorError::Config(format!(
+                "connector {} cannot run with its config (see /health)",
+                self.args.spec.instance
+            ))),
+            Phase::Open | Phase::Connect => Some(ConnectorError::NotConnected(format!(
+                "connector {} is connecting",
+                self.args.spec.instance
+            ))),
+        }
+    }
+
+    /// A whole-request failure of a write or a call: the caller gets the error. Only a lost
+    /// connection sends the instance back to reconnecting, and only `Fatal` (and variants added
+    /// later) restarts it; `Config`, `Transient`, `BackOff` and `EndOfInput` concern this
+    /// request alone.
+    fn call_failed(&mut self, error: &ConnectorError) -> Result<Option<Next>, ActorProcessingErr> {
+        match error {
+            ConnectorError::NotConnected(_) => self.failed(error.clone()).map(Some),
+            ConnectorError::Config(_)
+            | ConnectorError::Transient(_)
+            | ConnectorError::BackOff(_)
+            | ConnectorError::EndOfInput => Ok(None),
+            _ => self.failed(error.clone()).map(Some),
+        }
+    }
+
+    async fn write(&mut self, events: Vec<Envelope>) -> Handled<Vec<WriteResult>> {
+        if let Some(e) = self.not_ready() {
+            return Handled::Answer(Err(e), None);
+        }
+        let n = events.len();
+        let response = match self.call(Request::WriteBatch { events }).await {
+            Ok(r) => r,
+            Err(e) => return Handled::transport_failed(e),
+        };
+        match response {
+            Response::Written { results } if results.len() == n => {
+                let failed = results.iter().filter(|r| r.is_err()).count();
+                let id = self.args.component_id.clone();
+                metrics::counter!("mw_connector_written_total", "component" => id)
+                    .increment((n - failed) as u64);
+                self.lifecycle.record_data();
+                Handled::Answer(Ok(results), None)
+            }
+            Response::Written { results } => Handled::transport_failed(
+                format!(
+                    "plugin {} answered {} results for {n} events",
+                    self.args.spec.plugin,
+                    results.len()
+                )
+                .into(),
+            ),
+            Response::Error { error } => Handled::plugin_error(self, error),
+            other => Handled::transport_failed(unexpected(&other)),
+        }
+    }
+
+    async fn respond(
+        &mut self,
+        method: String,
+        payload: serde_json::Value,
+    ) -> Handled<serde_json::Value> {
+        if let Some(e) = self.not_ready() {
+            return Handled::Answer(Err(e), None);
+        }
+        metrics::counter!("mw_connector_calls_total", "component" => self.args.component_id.clone())
+            .increment(1);
+        match self.call(Request::Call { method, payload }).await {
+            Ok(Response::Reply { payload }) => Handled::Answer(Ok(payload), None),
+            Ok(Response::Error { error }) => Handled::plugin_error(self, error),
+            Ok(other) => Handled::transport_failed(unexpected(&other)),
+            Err(e) => Handled::transport_failed(e),
+        }
     }
 
     async fn call(&mut self, request: Request) -> Result<Response, ActorProcessingErr> {
@@ -262,7 +445,7 @@ impl ConnectorState {
                     tracing::info!(component = %self.args.component_id, attempts = self.attempts, "connector reconnected");
                 }
                 self.attempts = 0;
-                self.phase = Phase::Read;
+                self.phase = Phase::Ready;
                 match self.lifecycle.state() {
                     State::Starting { .. } => self.lifecycle.apply(Event::StartDone)?,
                     State::Degraded { .. } => self.lifecycle.apply(Event::Recovered)?,
@@ -343,7 +526,14 @@ impl ConnectorState {
             }
             ConnectorError::EndOfInput => {
                 tracing::info!(component = %id, "source reached its end of input");
-                Ok(Next::Stop)
+                let kinds = &self.args.spec.kinds;
+                if kinds.contains(&Kind::Sink) || kinds.contains(&Kind::Responder) {
+                    // The instance still writes or answers; only its read loop ends.
+                    self.source_done = true;
+                    Ok(Next::Park)
+                } else {
+                    Ok(Next::Stop)
+                }
             }
             // Fatal, and variants added later: let the supervisor restart the instance.
             other => Err(format!("connector {id}: {other}").into()),
@@ -353,4 +543,94 @@ impl ConnectorState {
 
 fn unexpected(response: &Response) -> ActorProcessingErr {
     format!("plugin answered {response:?}, which does not fit the request").into()
+}
+
+/// Why a message to a connector instance got no answer from its plugin.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReachError {
+    /// No connector is registered under this name (unknown, or between a crash and its
+    /// restart).
+    #[error("connector {0}: not running (unknown, or restarting)")]
+    NotRunning(String),
+    /// The instance did not answer in time.
+    #[error("connector {name}: no answer within {timeout:?}")]
+    Timeout {
+        /// The registry name.
+        name: String,
+        /// The time waited.
+        timeout: Duration,
+    },
+    /// The plugin answered with an error.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+}
+
+fn lookup(registry_name: &str) -> Result<ActorRef<ConnectorMsg>, ReachError> {
+    ractor::registry::where_is(registry_name)
+        .map(ActorRef::from)
+        .ok_or_else(|| ReachError::NotRunning(registry_name.to_owned()))
+}
+
+async fn ask<T: Send + 'static>(
+    registry_name: &str,
+    timeout: Duration,
+    msg: impl FnOnce(RpcReplyPort<T>) -> ConnectorMsg,
+) -> Result<T, ReachError> {
+    let actor = lookup(registry_name)?;
+    match actor.call(msg, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ReachError::Timeout {
+            name: registry_name.to_owned(),
+            timeout,
+        }),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(ReachError::NotRunning(registry_name.to_owned()))
+        }
+    }
+}
+
+/// Asks the connector registered as `registry_name` for its state (the watchdog's probe).
+///
+/// # Errors
+/// [`ReachError::NotRunning`] or [`ReachError::Timeout`].
+///
+/// # Cancel safety
+/// Cancel safe: an unanswered ping is simply dropped.
+pub async fn ping(registry_name: &str, timeout: Duration) -> Result<State, ReachError> {
+    ask(registry_name, timeout, ConnectorMsg::Ping).await
+}
+
+/// Writes `events` to the sink registered as `registry_name`: one result per event.
+///
+/// # Errors
+/// [`ReachError`]; [`ReachError::Connector`] when nothing was written.
+///
+/// # Cancel safety
+/// Not cancel safe: the write may happen after the future is dropped.
+pub async fn write(
+    registry_name: &str,
+    events: Vec<Envelope>,
+    timeout: Duration,
+) -> Result<Vec<WriteResult>, ReachError> {
+    Ok(ask(registry_name, timeout, |r| ConnectorMsg::Write(events, r)).await??)
+}
+
+/// Calls `method` of the responder registered as `registry_name`.
+///
+/// # Errors
+/// [`ReachError`].
+///
+/// # Cancel safety
+/// Not cancel safe: the call may happen after the future is dropped.
+pub async fn call(
+    registry_name: &str,
+    method: &str,
+    payload: serde_json::Value,
+    timeout: Duration,
+) -> Result<serde_json::Value, ReachError> {
+    let method = method.to_owned();
+    Ok(ask(registry_name, timeout, |r| {
+        ConnectorMsg::Call(method, payload, r)
+    })
+    .await??)
 }

@@ -141,6 +141,7 @@ async fn pipeline(
         plugin: source.name().into(),
         config: source.config(Some(events as u64)),
         subject_prefix: "mw".into(),
+        kinds: vec![millwright_plugin_sdk::connector::Kind::Source],
         max_batch: batch,
         poll_interval: Duration::from_millis(1),
         backoff: BackoffPolicy::default(),

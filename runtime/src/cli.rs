@@ -109,9 +109,10 @@ fn check(path: &std::path::Path) -> ExitCode {
                 None => "embedded bus".to_owned(),
             };
             println!(
-                "{}: ok (node {}, {} sims, {bus})",
+                "{}: ok (node {}, {} connectors, {} sims, {bus})",
                 path.display(),
                 config.node.name,
+                config.connectors.len(),
                 config.sims.len()
             );
             ExitCode::SUCCESS

@@ -108,6 +108,7 @@ fn connector_child(ctx: &BuildContext, c: &crate::plugins::PreparedConnector) ->
         plugin: c.manifest.id.clone(),
         config: c.config.config.clone(),
         subject_prefix: ctx.config.bus.prefix.clone(),
+        kinds: c.manifest.kinds.clone(),
         max_batch: c.config.max_batch,
         poll_interval: c.config.poll_interval,
         backoff: BackoffPolicy {
@@ -212,6 +213,11 @@ fn broker(ctx: &BuildContext) -> ChildSpec {
 /// The root supervisor's registry name: the node's name.
 pub fn root_name(node: &str) -> String {
     node.to_owned()
+}
+
+/// The registry name and status-board id of connector instance `instance`.
+pub fn connector_id(node: &str, instance: &str) -> String {
+    format!("{}/{CONNECTORS}/{instance}", root_name(node))
 }
 
 /// The registry name and status-board id of machine `machine`'s sim.

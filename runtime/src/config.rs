@@ -36,6 +36,11 @@ pub use error::{ConfigError, Diagnostic};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file this config was read from (set by [`Config::parse`]; not a key), so that
+    /// errors found later (a plugin's schema) can name it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub file: Option<String>,
     /// This node: its name, data directory and timing.
     pub node: NodeConfig,
     /// The bus: NATS when `nats_url` is set, the embedded in-process bus otherwise.
@@ -71,8 +76,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorConfig {
-    /// The plugin: a `cdylib` (`.so`) for `in_process`, an executable for `out_of_process`.
-    /// Relative paths are relative to the working directory.
+    /// The plugin: a path to a `cdylib` (`.so`) for `in_process` or an executable for
+    /// `out_of_process` (relative paths are relative to the working directory), or a plugin
+    /// name such as `sim`, looked up as `libmillwright_plugin_sim.so` / `libsim.so` (in
+    /// process) or `millwright-plugin-sim` / `sim` (out of process) in the directories of
+    /// `MILLWRIGHT_PLUGIN_PATH` (`:`-separated), then beside the `millwright` executable.
     pub plugin: PathBuf,
     /// `in_process` (loaded into the node: fast, for trusted plugins) or `out_of_process` (its
     /// own process: a crash or a hang kills only it).
@@ -88,10 +96,15 @@ pub struct ConnectorConfig {
     #[serde(default = "defaults::connector_poll_interval", with = "duration")]
     #[schemars(with = "duration::Human")]
     pub poll_interval: Duration,
-    /// The longest one call to an out-of-process plugin may take before it counts as hung.
+    /// The longest one call to an out-of-process plugin may take before it counts as hung;
+    /// also how long a request on `<prefix>.rpc.<name>.<method>` waits for its answer.
     #[serde(default = "defaults::connector_call_timeout", with = "duration")]
     #[schemars(with = "duration::Human")]
     pub call_timeout: Duration,
+    /// For a sink: the bus subjects (wildcards allowed) whose messages are written to it, in
+    /// batches of up to `max_batch`. Empty: the sink receives nothing.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
 }
 
 /// How a plugin runs.
@@ -640,7 +653,10 @@ impl Config {
         if let Some(problem) = validate::first_problem(&config) {
             return Err(problem.into_diagnostic(file, text).into());
         }
-        Ok(config)
+        Ok(Config {
+            file: Some(file.to_owned()),
+            ..config
+        })
     }
 }
 

@@ -16,7 +16,7 @@
 //! | POST | `/control/dlq` | runs a DLQ command (`{"op": "replay", "target": "all"}`, ...) |
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -143,6 +143,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/events", post(ingest_events))
         .route("/broker", get(broker_stats))
         .route("/plugins", get(plugins))
+        .route("/connectors/{instance}/call/{method}", post(call_connector))
         .route("/control/dlq", get(dlq_list).post(dlq_command))
         .with_state(state)
 }
@@ -345,4 +346,38 @@ async fn dlq_command(State(state): State<HttpState>, body: axum::body::Bytes) ->
 /// `GET /plugins`.
 async fn plugins(State(state): State<HttpState>) -> Json<Vec<crate::plugins::PluginInfo>> {
     Json(state.plugins.as_ref().clone())
+}
+
+/// How long `POST /connectors/{instance}/call/{method}` waits for the plugin's answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `POST /connectors/{instance}/call/{method}`: the same call as a request on
+/// `<prefix>.rpc.<instance>.<method>`, with the same reply body. The status says the outcome:
+/// 200 answered, 400 a bad request (`config`), 404 no such connector, 503 not connected or
+/// backing off, 504 no answer in time, 502 any other plugin error.
+async fn call_connector(
+    State(state): State<HttpState>,
+    Path((instance, method)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !state.plugins.iter().any(|p| p.instance == instance) {
+        let known: Vec<&str> = state.plugins.iter().map(|p| p.instance.as_str()).collect();
+        return error_body(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no connector {instance:?} (configured: {})",
+                known.join(", ")
+            ),
+        );
+    }
+    let id = crate::components::connector_id(&state.node, &instance);
+    let reply = crate::connector_bridge::call(&id, &method, &body, CALL_TIMEOUT).await;
+    let code = match reply["error"]["kind"].as_str() {
+        None => StatusCode::OK,
+        Some("config") => StatusCode::BAD_REQUEST,
+        Some("not_connected" | "back_off" | "transient") => StatusCode::SERVICE_UNAVAILABLE,
+        Some("timeout") => StatusCode::GATEWAY_TIMEOUT,
+        Some(_) => StatusCode::BAD_GATEWAY,
+    };
+    (code, Json(reply)).into_response()
 }

@@ -29,6 +29,7 @@
 pub mod cli;
 pub mod components;
 pub mod config;
+pub mod connector_bridge;
 pub mod control;
 pub mod dlq_cli;
 pub mod endpoints;

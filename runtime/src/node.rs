@@ -20,12 +20,14 @@ use millwright_actors::broker::{BrokerHandle, BrokerOptions, DeliveryMode, Strea
 use millwright_actors::bus::{Bus, BusError, ConnectionState, NatsOptions, SubjectScheme};
 use millwright_actors::status::StatusBoard;
 use millwright_actors::supervisor::{Supervisor, SupervisorMsg};
+use millwright_plugin_sdk::connector::Kind;
 use ractor::{ActorRef, SpawnErr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::components::{self, BuildContext};
 use crate::config::Config;
+use crate::connector_bridge;
 use crate::control::{self, Control};
 use crate::http::{self, HttpError, HttpState};
 use crate::latest::LatestValues;
@@ -51,8 +53,14 @@ pub enum NodeError {
     #[error("bus: {0} (check [bus] nats_url, or remove it to use the embedded bus)")]
     Bus(#[from] BusError),
     /// A connector's plugin or config was refused.
-    #[error(transparent)]
-    Plugins(#[from] Box<crate::plugins::PreparePluginError>),
+    #[error("{file}: {source}")]
+    Plugins {
+        /// The config file.
+        file: String,
+        /// Why.
+        #[source]
+        source: Box<crate::plugins::PreparePluginError>,
+    },
     /// The JetStream stream exists with settings the broker cannot work with.
     #[error("{0}")]
     Stream(#[source] StreamError),
@@ -114,7 +122,12 @@ impl Node {
         let latest = LatestValues::default();
         // Plugins are loaded and checked, and every connector's config validated against its
         // plugin's schema, before anything runs.
-        let connectors = Arc::new(crate::plugins::prepare(&config.connectors).await?);
+        let connectors = Arc::new(crate::plugins::prepare(&config.connectors).await.map_err(
+            |source| NodeError::Plugins {
+                file: config.file.clone().unwrap_or_else(|| "config".to_owned()),
+                source,
+            },
+        )?);
         // The broker's intake exists before the broker actor: producers (and `/events`) that
         // come first wait in it, bounded.
         let broker_options = components::broker_options(&config);
@@ -165,7 +178,14 @@ impl Node {
         check_stream(&bus, &broker_options).await?;
         let scheme = SubjectScheme::new(config.bus.prefix.clone())?;
         let latest_tasks = latest
-            .follow(&bus, machines.iter().map(|m| scheme.events_of(m)).collect())
+            .follow(
+                &bus,
+                machines
+                    .iter()
+                    .chain(connectors.iter().map(|c| &c.name))
+                    .map(|m| scheme.events_of(m))
+                    .collect(),
+            )
             .await?;
         let state_feed = StateFeed::spawn(&board, bus.clone(), scheme.clone(), name.clone());
 
@@ -179,6 +199,22 @@ impl Node {
             intake,
             connectors: connectors.clone(),
         };
+        // Sinks' subscriptions exist before their instances start, so nothing published
+        // meanwhile is missed; the bridge finds each instance by name once it runs.
+        let mut bridge_tasks = Vec::new();
+        for c in connectors.iter() {
+            let kinds = &c.manifest.kinds;
+            let spec = connector_bridge::BridgeSpec {
+                instance: c.name.clone(),
+                component_id: components::connector_id(&name, &c.name),
+                subscribe: c.config.subscribe.clone(),
+                responder: kinds.contains(&Kind::Responder),
+                scheme: scheme.clone(),
+                max_batch: c.config.max_batch,
+                call_timeout: c.config.call_timeout,
+            };
+            bridge_tasks.extend(connector_bridge::spawn(&bus, spec).await?);
+        }
         let (root, root_handle) = Supervisor::spawn(
             components::root_name(&name),
             components::root_spec(&ctx),
@@ -197,7 +233,7 @@ impl Node {
             "supervision tree up"
         );
 
-        let mut control_tasks = Vec::new();
+        let mut control_tasks = bridge_tasks;
         for verb in [control::Verb::Sim, control::Verb::Dlq] {
             control_tasks.push(
                 control::serve_bus(
@@ -209,11 +245,19 @@ impl Node {
                 .await?,
             );
         }
-        let ids = machines
+        let probes = machines
             .iter()
-            .map(|m| components::sim_id(&name, m))
+            .map(|m| watchdog::Probe::sim(components::sim_id(&name, m)))
+            .chain(connectors.iter().map(|c| {
+                // A connector counts as not answering only once one plugin request has
+                // taken longer than its call timeout (a CMMS call may retry for seconds).
+                watchdog::Probe::connector(
+                    components::connector_id(&name, &c.name),
+                    c.config.call_timeout.max(config.watchdog.timeout),
+                )
+            }))
             .collect();
-        let watchdog = watchdog::spawn(board.clone(), ids, config.watchdog.clone());
+        let watchdog = watchdog::spawn(board.clone(), probes, config.watchdog.clone());
 
         phase.set(Phase::Ready);
         tracing::info!(

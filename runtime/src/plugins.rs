@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use millwright_actors::connector::{Transport, TransportFactory};
+use millwright_plugin_sdk::connector::Kind;
 use millwright_plugin_sdk::manifest::Manifest;
 use millwright_plugin_sdk::protocol::Request;
 use serde::Serialize;
@@ -39,6 +40,32 @@ pub enum PreparePluginError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// No plugin of that name in the search path.
+    #[error(
+        "connectors.{name}.plugin: no plugin named {plugin:?} found (looked for {candidates} in \
+         {dirs}); build it (`cargo build -p millwright-plugin-{plugin}`), add its directory to \
+         MILLWRIGHT_PLUGIN_PATH, or give its path"
+    )]
+    NotFound {
+        /// The connector.
+        name: String,
+        /// The plugin name given.
+        plugin: String,
+        /// The file names tried, comma-separated.
+        candidates: String,
+        /// The directories searched, comma-separated.
+        dirs: String,
+    },
+    /// A connector key that does not fit the plugin's shapes.
+    #[error("connectors.{name}.{key}: {problem}")]
+    Shape {
+        /// The connector.
+        name: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong, and the fix.
+        problem: String,
     },
     /// The instance's config does not match the plugin's schema.
     #[error(
@@ -164,6 +191,9 @@ pub async fn prepare(
 ) -> Result<Vec<PreparedConnector>, Box<PreparePluginError>> {
     let mut out = Vec::with_capacity(connectors.len());
     for (name, c) in connectors {
+        let mut c = c.clone();
+        c.plugin = resolve(name, &c.plugin, c.mode)?;
+        let c = &c;
         let (manifest, loaded) = match c.mode {
             PluginMode::InProcess => {
                 let loaded =
@@ -184,6 +214,29 @@ pub async fn prepare(
             }
         };
         validate(name, c, &manifest)?;
+        for subject in &c.subscribe {
+            if let Err(e) = millwright_actors::bus::subject::validate_subscribe_subject(subject) {
+                return Err(Box::new(PreparePluginError::Shape {
+                    name: name.clone(),
+                    key: "subscribe",
+                    problem: format!("{subject:?}: {e}"),
+                }));
+            }
+        }
+        if !c.subscribe.is_empty() && !manifest.kinds.contains(&Kind::Sink) {
+            return Err(Box::new(PreparePluginError::Shape {
+                name: name.clone(),
+                key: "subscribe",
+                problem: format!(
+                    "plugin {} is not a sink (it offers {:?}), so it cannot take messages; \
+                     remove `subscribe`",
+                    manifest.id, manifest.kinds
+                ),
+            }));
+        }
+        if c.subscribe.is_empty() && manifest.kinds == [Kind::Sink] {
+            tracing::warn!(connector = %name, "a sink with no `subscribe` subjects receives nothing");
+        }
         let transport: TransportFactory = match loaded {
             Some(lib) => plugin_host::transport_factory(lib, name.clone()),
             None => plugin_process::transport_factory(ProcessSpec {
@@ -238,4 +291,79 @@ fn validate(
         return Err(error(at, e.to_string()));
     }
     Ok(())
+}
+
+/// The directories a plugin name is looked up in: `MILLWRIGHT_PLUGIN_PATH`, then the
+/// directory of the running executable.
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("MILLWRIGHT_PLUGIN_PATH")
+        .map(|p| {
+            // Empty entries (which a shell reads as the working directory) are skipped.
+            std::env::split_paths(&p)
+                .filter(|d| !d.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(dir);
+    }
+    dirs
+}
+
+/// The file names a plugin `name` may have in `mode`, most specific first.
+pub fn candidate_names(name: &str, mode: PluginMode) -> Vec<String> {
+    use std::env::consts::{DLL_PREFIX, DLL_SUFFIX, EXE_SUFFIX};
+    let crate_name = format!("millwright-plugin-{name}");
+    match mode {
+        PluginMode::InProcess => vec![
+            format!("{DLL_PREFIX}{}{DLL_SUFFIX}", crate_name.replace('-', "_")),
+            format!("{DLL_PREFIX}{}{DLL_SUFFIX}", name.replace('-', "_")),
+        ],
+        PluginMode::OutOfProcess => vec![
+            format!("{crate_name}{EXE_SUFFIX}"),
+            format!("{name}{EXE_SUFFIX}"),
+        ],
+    }
+}
+
+/// A path as given, or the file a bare plugin name (no `/`, no extension) stands for.
+fn resolve(
+    connector: &str,
+    plugin: &Path,
+    mode: PluginMode,
+) -> Result<PathBuf, Box<PreparePluginError>> {
+    // A bare name is always a name (write `./sim` for a file in the working directory).
+    let is_name = plugin.components().count() == 1
+        && matches!(
+            plugin.components().next(),
+            Some(std::path::Component::Normal(_))
+        )
+        && plugin.extension().is_none();
+    if !is_name {
+        return Ok(plugin.to_path_buf());
+    }
+    let name = plugin.display().to_string();
+    let candidates = candidate_names(&name, mode);
+    let dirs = search_dirs();
+    for dir in &dirs {
+        for file in &candidates {
+            let path = dir.join(file);
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+    }
+    Err(Box::new(PreparePluginError::NotFound {
+        name: connector.to_owned(),
+        plugin: name,
+        candidates: candidates.join(", "),
+        dirs: dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }))
 }

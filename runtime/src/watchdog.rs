@@ -1,14 +1,17 @@
-//! The liveness watchdog: pings every sim and shows one that stops answering as `degraded`
+//! The liveness watchdog: pings every sim and connector and shows one that stops answering as `degraded`
 //! ("not answering") on the status board, so a hang is visible on `/health`, in metrics and
 //! on the bus, not only a crash.
 //!
 //! A supervisor sees crashes, not hangs: a hung actor is alive but never reads its mailbox.
-//! The watchdog asks each sim for its state every `watchdog.interval`, waiting at most
+//! The watchdog asks each of them for its state every `watchdog.interval`, waiting at most
 //! `watchdog.timeout`. On a timeout it marks the component degraded (once) and counts
 //! `mw_watchdog_unresponsive_total`; on the next answer it puts back the state the component
 //! reported. A component that is not running (between a crash and its restart) is left to its
 //! supervisor.
 
+use std::time::Duration;
+
+use millwright_actors::connector::{self, ReachError};
 use millwright_actors::lifecycle::State;
 use millwright_actors::sim::{self, SimError};
 use millwright_actors::status::StatusBoard;
@@ -17,28 +20,84 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::WatchdogConfig;
 
-/// Starts one probe task per component id; abort the handles to stop them.
-pub fn spawn(board: StatusBoard, ids: Vec<String>, config: WatchdogConfig) -> Vec<JoinHandle<()>> {
-    ids.into_iter()
-        .map(|id| tokio::spawn(probe(board.clone(), id, config.clone())))
+/// One component the watchdog pings, by its registry name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A simulated machine.
+    Sim(String),
+    /// A connector instance, and how long it may take to answer (its call timeout: a ping
+    /// waits behind the plugin request in progress).
+    Connector(String, Duration),
+}
+
+/// What a ping found.
+enum Ping {
+    Answered(State),
+    Silent(Duration),
+    NotRunning,
+}
+
+impl Probe {
+    /// A sim's probe.
+    pub fn sim(id: String) -> Self {
+        Self::Sim(id)
+    }
+
+    /// A connector's probe, which waits at most `timeout` (at least the watchdog's).
+    pub fn connector(id: String, timeout: Duration) -> Self {
+        Self::Connector(id, timeout)
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Self::Sim(id) | Self::Connector(id, _) => id,
+        }
+    }
+
+    async fn ping(&self, timeout: Duration) -> Ping {
+        match self {
+            Self::Sim(id) => match sim::ping(id, timeout).await {
+                Ok(state) => Ping::Answered(state),
+                Err(SimError::Timeout { timeout, .. }) => Ping::Silent(timeout),
+                Err(SimError::NotRunning(_)) => Ping::NotRunning,
+            },
+            Self::Connector(id, own) => match connector::ping(id, timeout.max(*own)).await {
+                Ok(state) => Ping::Answered(state),
+                Err(ReachError::Timeout { timeout, .. }) => Ping::Silent(timeout),
+                Err(_) => Ping::NotRunning,
+            },
+        }
+    }
+}
+
+/// Starts one probe task per component; abort the handles to stop them.
+pub fn spawn(
+    board: StatusBoard,
+    probes: Vec<Probe>,
+    config: WatchdogConfig,
+) -> Vec<JoinHandle<()>> {
+    probes
+        .into_iter()
+        .map(|p| tokio::spawn(probe(board.clone(), p, config.clone())))
         .collect()
 }
 
-async fn probe(board: StatusBoard, id: String, config: WatchdogConfig) {
+async fn probe(board: StatusBoard, probe: Probe, config: WatchdogConfig) {
+    let id = probe.id().to_owned();
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut unresponsive = false;
     loop {
         tick.tick().await;
-        match sim::ping(&id, config.timeout).await {
-            Ok(state) => {
+        match probe.ping(config.timeout).await {
+            Ping::Answered(state) => {
                 if unresponsive {
                     unresponsive = false;
                     tracing::info!(component = %id, state = %state, "watchdog: component answers again");
                     board.set_state(&id, state);
                 }
             }
-            Err(SimError::Timeout { timeout, .. }) => {
+            Ping::Silent(timeout) => {
                 metrics::counter!("mw_watchdog_unresponsive_total", "component" => id.clone())
                     .increment(1);
                 if !unresponsive {
@@ -58,7 +117,7 @@ async fn probe(board: StatusBoard, id: String, config: WatchdogConfig) {
                 }
             }
             // Restarting: its supervisor reports that; start afresh with the next incarnation.
-            Err(SimError::NotRunning(_)) => unresponsive = false,
+            Ping::NotRunning => unresponsive = false,
         }
     }
 }

@@ -447,6 +447,11 @@ fail_every = "60ms"
 async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     // The README's first command runs configs/demo.toml; run that file (on free ports, a
     // temp data dir and JSON logs) and check what the README promises a newcomer sees.
+    millwright_tests::build_plugin("sim", false);
+    millwright_tests::build_plugin("cmms-http", false);
+    let cmms = millwright_cmms_sim::CmmsSim::start("127.0.0.1:0".parse().unwrap(), &["conveyor4"])
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let demo = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml"),
@@ -456,15 +461,18 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
         .replace("\"0.0.0.0:8080\"", "\"127.0.0.1:0\"")
         .replace("\"0.0.0.0:9090\"", "\"127.0.0.1:0\"")
         .replace("\"data/demo\"", &format!("{:?}", dir.path().join("data")))
-        .replace("format = \"human\"", "format = \"json\"");
+        .replace("format = \"human\"", "format = \"json\"")
+        .replace("http://127.0.0.1:8089/api", &cmms.base_url());
     assert_ne!(
         text, demo,
         "the demo's ports, data dir and log format were found"
     );
     let node = NodeProcess::start(dir.path(), &text).await;
     node.wait_ready().await;
-    node.wait_component("demo/sims/conveyor4", "active", |c| state(c) == "active")
-        .await;
+    node.wait_component("demo/connectors/conveyor4", "active", |c| {
+        state(c) == "active"
+    })
+    .await;
     node.wait_component("demo/broker", "active", |c| state(c) == "active")
         .await;
     wait_until(SETTLE, || async {
@@ -474,21 +482,72 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     })
     .await
     .expect("live values of press1 on /values");
-    // press1 fails every 10 s and mixer2 degrades every 12 s.
+    let (code, plugins) = node.get("/plugins").await.unwrap();
+    assert_eq!(code, 200);
+    let plugins: serde_json::Value = serde_json::from_str(&plugins).unwrap();
+    let modes: Vec<(&str, &str)> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["instance"].as_str().unwrap(), p["mode"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("cmms", "in_process"),
+            ("conveyor4", "out_of_process"),
+            ("mixer2", "in_process"),
+            ("oven3", "in_process"),
+            ("press1", "in_process")
+        ],
+        "every machine is a sim plugin instance, and the CMMS a connector"
+    );
+    let (code, assets) = node
+        .post_json(
+            "/connectors/cmms/call/list_assets",
+            &serde_json::json!(null),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, &assets["ok"][0]["id"]),
+        (200, &serde_json::json!("conveyor4")),
+        "{assets}"
+    );
+    // press1 crashes every 10 s, mixer2 loses its connection every 12 s, oven3 hangs at 15 s.
     let wait = Duration::from_secs(40);
     wait_until(wait, || async {
-        node.component("demo/sims/press1")
+        node.component("demo/connectors/press1")
             .await
             .is_some_and(|c| c["restarts"].as_u64() >= Some(1))
     })
     .await
     .expect("press1 is restarted by its supervisor");
-    wait_until(wait, || async {
-        node.component("demo/sims/mixer2")
-            .await
-            .is_some_and(|c| state(&c) == "degraded")
+    // Counters, which only grow, rather than states that last seconds: on a loaded machine a
+    // one-shot window can pass while another wait runs.
+    let node = &node;
+    let counted = |series: &'static str| async move {
+        metric(&node.metrics().await, series).is_some_and(|v| v >= 1.0)
+    };
+    wait_until(wait, || {
+        counted(
+            "mw_connector_errors_total{component=\"demo/connectors/mixer2\",kind=\"not_connected\"}",
+        )
     })
     .await
-    .expect("mixer2 goes degraded");
+    .expect("mixer2 loses its connection");
+    wait_until(wait, || {
+        counted("mw_watchdog_unresponsive_total{component=\"demo/connectors/oven3\"}")
+    })
+    .await
+    .expect("the watchdog sees oven3 hang");
+    wait_until(wait, || async {
+        node.get("/values")
+            .await
+            .is_some_and(|(_, body)| body.contains("mw.ev.cmms.would_write"))
+    })
+    .await
+    .expect("conveyor4's maintenance request becomes a would-be work order");
+    assert_eq!(cmms.posts(), 0, "sandbox: the CMMS received no write");
     assert!(node.metrics().await.contains("mw_component_restarts_total"));
 }

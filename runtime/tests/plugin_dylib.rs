@@ -48,13 +48,21 @@ fn c_library(dir: &Path, name: &str, source: &str) -> PathBuf {
 fn the_testkit_plugin_loads_with_its_manifest() {
     let plugin = plugin_host::load(testkit()).expect("loads");
     assert_eq!(plugin.manifest.id, "testkit");
-    assert_eq!(plugin.manifest.kinds, [Kind::Source]);
+    assert_eq!(
+        plugin.manifest.kinds,
+        [Kind::Source, Kind::Sink, Kind::Responder]
+    );
     assert_eq!(
         plugin.manifest.sdk_version,
         millwright_plugin_sdk::manifest::SDK_VERSION
     );
     let props = &plugin.manifest.config_schema["properties"];
-    assert_eq!(props["count"]["description"], "How many events to emit.");
+    assert!(
+        props["count"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("How many events to emit")
+    );
     assert!(
         plugin.rustc_version.starts_with("rustc "),
         "{}",
@@ -196,6 +204,7 @@ async fn the_connector_actor_runs_a_loaded_plugin_through_the_broker() {
         plugin: "testkit".into(),
         config: serde_json::json!({ "count": 300 }),
         subject_prefix: "mw".into(),
+        kinds: vec![millwright_plugin_sdk::connector::Kind::Source],
         max_batch: 64,
         poll_interval: Duration::from_millis(10),
         backoff: BackoffPolicy::default(),

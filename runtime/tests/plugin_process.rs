@@ -140,6 +140,7 @@ async fn run_with_fault(fault: &str, instance: &str) -> (HashMap<u64, u32>, u64)
         plugin: "testkit".into(),
         config,
         subject_prefix: "mw".into(),
+        kinds: vec![millwright_plugin_sdk::connector::Kind::Source],
         max_batch: 50,
         poll_interval: Duration::from_millis(10),
         backoff: BackoffPolicy::default(),

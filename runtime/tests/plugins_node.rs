@@ -126,6 +126,10 @@ async fn a_config_that_breaks_the_plugin_schema_stops_the_node_with_one_sentence
         .find(|l| l.contains("connectors.k1.config"))
         .unwrap_or_else(|| panic!("names the key: {out}"));
     assert!(line.contains("cont"), "names the wrong key: {line}");
+    assert!(
+        line.contains("bad.toml: connectors.k1.config"),
+        "names the file: {line}"
+    );
     assert!(line.contains("testkit"), "names the plugin: {line}");
     assert!(
         line.contains("plugin inspect"),

@@ -51,15 +51,16 @@ pub fn build_testkit(release: bool) -> (PathBuf, PathBuf) {
     build_plugin("testkit", release)
 }
 
-/// Builds the plugin crate `plugins/<name>` (package `millwright-plugin-<name>`), as
-/// [`build_testkit`] does, and returns its `(cdylib, executable)`.
+/// Builds the plugin crate `millwright-plugin-<name>` (in release when `release`) and returns
+/// its `(cdylib, executable)`, which land beside the `millwright` binary of the same profile
+/// (where a node looks a plugin name up).
 ///
 /// # Panics
-/// As [`build_testkit`].
+/// When the build fails or the files are not where cargo puts them.
 pub fn build_plugin(name: &str, release: bool) -> (PathBuf, PathBuf) {
     let root = workspace_root();
     let package = format!("millwright-plugin-{name}");
-    let mut args = vec!["build", "--locked", "-p", package.as_str()];
+    let mut args = vec!["build", "--locked", "-p", &package];
     if release {
         args.push("--release");
     }
@@ -75,7 +76,10 @@ pub fn build_plugin(name: &str, release: bool) -> (PathBuf, PathBuf) {
         .unwrap_or_else(|| root.join("target"))
         .join(if release { "release" } else { "debug" });
     let paths = (
-        dir.join(format!("lib{}.so", package.replace('-', "_"))),
+        dir.join(format!(
+            "libmillwright_plugin_{}.so",
+            name.replace('-', "_")
+        )),
         dir.join(&package),
     );
     assert!(paths.0.is_file() && paths.1.is_file(), "{paths:?} exist");

@@ -348,6 +348,13 @@ pub enum SchemeSubject {
         /// The component id, e.g. `sims/press1`.
         component: String,
     },
+    /// `<prefix>.rpc.<connector>.<method>`: a request to a responder connector.
+    Rpc {
+        /// The connector instance name.
+        connector: String,
+        /// The method, e.g. `write`.
+        method: String,
+    },
     /// `<prefix>.ctl.<node>.<verb>`: a control request to a node.
     Control {
         /// The node name.
@@ -451,6 +458,16 @@ impl SubjectScheme {
         self.wildcard("ctl", Some(node))
     }
 
+    /// `<prefix>.rpc.<connector>.<method>`: a request to a responder connector.
+    pub fn rpc(&self, connector: &str, method: &str) -> String {
+        self.build("rpc", connector, method)
+    }
+
+    /// `<prefix>.rpc.<connector>.*`: every method of one responder (what its bridge serves).
+    pub fn rpcs_of(&self, connector: &str) -> String {
+        format!("{}.rpc.{}.*", self.prefix, encode_token(connector))
+    }
+
     /// Recognises a subject of this scheme and decodes its names; `None` for anything else.
     pub fn parse(&self, subject: &str) -> Option<SchemeSubject> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
@@ -464,6 +481,10 @@ impl SubjectScheme {
             "ev" => SchemeSubject::Event {
                 connector: a,
                 tag: b,
+            },
+            "rpc" => SchemeSubject::Rpc {
+                connector: a,
+                method: b,
             },
             "state" => SchemeSubject::State {
                 node: a,

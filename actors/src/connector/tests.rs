@@ -60,6 +60,7 @@ fn spec(instance: &str, plugin: &str, config: serde_json::Value) -> Arc<Connecto
         plugin: plugin.to_owned(),
         config,
         subject_prefix: "mw".into(),
+        kinds: vec![millwright_plugin_sdk::connector::Kind::Source],
         max_batch: 64,
         poll_interval: Duration::from_millis(10),
         backoff: BackoffPolicy {

@@ -33,6 +33,13 @@ pub struct SimConfig {
     #[serde(default = "default_degrade_for", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub degrade_for: Duration,
+    /// Ask for maintenance every this long: an event on
+    /// `<prefix>.ev.<instance>.maintenance_request` whose payload is a work-order request
+    /// (`{"work_order": {"title", "asset", "priority"}}`, what the `cmms-http` sink takes).
+    /// Absent: never.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub maintenance_every: Option<Duration>,
     /// Stop answering (a read blocks for `hang_for`) once, this long after start. Absent: never.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
@@ -83,6 +90,12 @@ impl SimConfig {
                  would never recover (make degrade_for shorter)",
                 self.degrade_for
             )));
+        }
+        if self.maintenance_every.is_some_and(|d| d.is_zero()) {
+            return Err(ConnectorError::Config(
+                "maintenance_every: is 0s (give a positive duration such as \"30s\", or leave it out)"
+                    .to_owned(),
+            ));
         }
         if self.fail_every.is_some_and(|d| d.is_zero()) {
             return Err(ConnectorError::Config(

@@ -10,6 +10,10 @@
 //! | connection loss | `degrade_every`, for `degrade_for`, or the `degrade` call | reads and connects fail `NotConnected`: `degraded_connection`, backoff, recovery |
 //! | hang | once, `hang_after` after start, for `hang_for`, or the `hang` call | a read blocks: the watchdog reports the instance not answering |
 //!
+//! With `maintenance_every` it also asks for maintenance now and then: a work-order request on
+//! `<prefix>.ev.<instance>.maintenance_request`, which a `cmms-http` sink turns into a work
+//! order (or, in sandbox mode, a "would have written" record).
+//!
 //! Calls ([`Responder`]): `fail`, `degrade` (`{"for": "5s"}`, optional), `hang`
 //! (`{"for": "5s"}`, optional), `recover` (ends a connection loss or a pending hang) and
 //! `status`. On a node: `mw.rpc.<instance>.<method>` on the bus, or
@@ -52,6 +56,9 @@ pub struct Sim {
     /// A hang asked for by a call (or the scheduled one, once due), and its length.
     hang_next: Option<Duration>,
     scheduled_hang_done: bool,
+    /// When the next maintenance request is due.
+    next_maintenance: Option<Instant>,
+    maintenance_requests: u64,
 }
 
 /// How long a read waits for the next round before returning an empty batch.
@@ -70,7 +77,6 @@ impl Plugin for Sim {
         config.check()?;
         let now = Instant::now();
         Ok(Sim {
-            config,
             started: now,
             next_due: now,
             seq: 0,
@@ -80,6 +86,9 @@ impl Plugin for Sim {
             fail_next: false,
             hang_next: None,
             scheduled_hang_done: false,
+            next_maintenance: config.maintenance_every.map(|d| now + d),
+            maintenance_requests: 0,
+            config,
         })
     }
 }
@@ -199,7 +208,26 @@ impl Source for Sim {
         if !self.config.interval.is_zero() && self.next_due > now {
             tokio::time::sleep_until(self.next_due.min(now + MAX_READ_WAIT)).await;
         }
-        let events = self.due_samples(ctx, Instant::now(), max);
+        let now = Instant::now();
+        let mut events = self.due_samples(ctx, now, max);
+        if let (Some(due), Some(every)) = (self.next_maintenance, self.config.maintenance_every)
+            && due <= now
+        {
+            self.next_maintenance = Some(now + every);
+            self.maintenance_requests += 1;
+            let n = self.maintenance_requests;
+            events.push(Envelope::new(
+                ctx.instance(),
+                ctx.event_subject("maintenance_request"),
+                serde_json::json!({
+                    "work_order": {
+                        "title": format!("{}: scheduled maintenance #{n}", ctx.instance()),
+                        "asset": ctx.instance(),
+                        "priority": "normal",
+                    }
+                }),
+            ));
+        }
         if events.is_empty() {
             return Ok(SourceBatch::new(AckToken(self.batches), Vec::new()));
         }

@@ -126,3 +126,29 @@ async fn bad_config_names_the_key() {
         assert!(err.to_string().contains(key), "{config}: {err}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn maintenance_requests_are_work_orders_on_their_own_subject() {
+    let mut host = open(json!({"interval": "1s", "maintenance_every": "5s"})).await;
+    let mut requests = Vec::new();
+    let start = tokio::time::Instant::now();
+    while requests.len() < 2 {
+        let batch = host.read_batch(64).await.unwrap();
+        requests.extend(
+            batch
+                .events
+                .iter()
+                .filter(|e| e.subject == "mw.ev.press1.maintenance_request")
+                .cloned(),
+        );
+        host.ack(batch.token).await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(10), "one every 5 s");
+    assert_eq!(requests[0].payload["work_order"]["asset"], "press1");
+    assert!(
+        requests[1].payload["work_order"]["title"]
+            .as_str()
+            .unwrap()
+            .ends_with("#2")
+    );
+}

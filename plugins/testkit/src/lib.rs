@@ -5,6 +5,8 @@
 //! resumes too), and misbehaves on request inside `read_batch`: `panic_at` panics (a panic
 //! must stay inside the plugin), `abort_at` aborts the process and `hang_at` stops answering
 //! (both must kill only an out-of-process plugin). Each fault happens once per `state_file`.
+//! As a sink it appends what it is given to `sink_file`; as a responder it answers `echo`,
+//! `position` and `fail`.
 //! It is also the smallest example of a plugin exported with `export_plugin!` (a `cdylib`) and
 //! served by `stdio::serve` (the executable, `src/main.rs`), from the same code.
 
@@ -15,7 +17,8 @@ use millwright_plugin_sdk::{export_plugin, plugin_vtable};
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestkitConfig {
-    /// How many events to emit.
+    /// How many events to emit (0: the source ends at once; the sink and responder still run).
+    #[serde(default)]
     pub count: u64,
     /// Panic in the read that reaches this value. Absent: never.
     #[serde(default)]
@@ -29,6 +32,12 @@ pub struct TestkitConfig {
     /// Where the acknowledged position and the faults done are kept across processes.
     #[serde(default)]
     pub state_file: Option<std::path::PathBuf>,
+    /// As a sink: append the payload of every written event to this file, one JSON line each.
+    /// An event whose payload is `"reject"` is refused for good (a per-event `fatal` error),
+    /// one whose payload is `"transient-once"` is refused with a `transient` error the first
+    /// time its id is seen and written the next.
+    #[serde(default)]
+    pub sink_file: Option<std::path::PathBuf>,
 }
 
 /// What survives a process: acknowledged through, and whether the one-shot faults happened.
@@ -61,6 +70,7 @@ pub struct Testkit {
     config: TestkitConfig,
     acked: u64,
     next: u64,
+    refused_once: std::collections::HashSet<EventId>,
 }
 
 impl Plugin for Testkit {
@@ -74,6 +84,7 @@ impl Plugin for Testkit {
             config,
             acked: 0,
             next: 0,
+            refused_once: Default::default(),
         })
     }
 }
@@ -133,7 +144,64 @@ impl Source for Testkit {
     }
 }
 
-plugin_vtable!(pub TESTKIT: Testkit, source);
+impl Sink for Testkit {
+    async fn write_batch(
+        &mut self,
+        _ctx: &Context,
+        events: Vec<Envelope>,
+    ) -> Result<Vec<WriteResult>, ConnectorError> {
+        use std::io::Write as _;
+        let Some(path) = &self.config.sink_file else {
+            return Err(ConnectorError::Config(
+                "sink_file: not set (testkit needs it to act as a sink)".to_owned(),
+            ));
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| ConnectorError::Transient(format!("{}: {e}", path.display())))?;
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            if event.payload == "reject" {
+                results.push(Err(ConnectorError::Fatal("told to reject".to_owned())));
+                continue;
+            }
+            if event.payload == "transient-once" && self.refused_once.insert(event.id) {
+                results.push(Err(ConnectorError::Transient(
+                    "told to refuse once".to_owned(),
+                )));
+                continue;
+            }
+            writeln!(file, "{}", event.payload)
+                .map_err(|e| ConnectorError::Transient(format!("{}: {e}", path.display())))?;
+            results.push(Ok(()));
+        }
+        Ok(results)
+    }
+}
+
+impl Responder for Testkit {
+    /// `echo` answers its payload; `position` the acknowledged position; `fail` a transient
+    /// error; anything else a config error.
+    async fn call(
+        &mut self,
+        _ctx: &Context,
+        method: &str,
+        payload: serde_json::Value,
+    ) -> Result<serde_json::Value, ConnectorError> {
+        match method {
+            "echo" => Ok(payload),
+            "position" => Ok(serde_json::json!({ "acked": self.acked, "next": self.next })),
+            "fail" => Err(ConnectorError::Transient("told to fail".to_owned())),
+            other => Err(ConnectorError::Config(format!(
+                "unknown method {other:?} (testkit answers echo, position, fail)"
+            ))),
+        }
+    }
+}
+
+plugin_vtable!(pub TESTKIT: Testkit, source, sink, responder);
 
 /// Serves the plugin out of process (the executable's `main`).
 pub fn serve() -> std::process::ExitCode {

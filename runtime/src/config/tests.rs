@@ -150,7 +150,7 @@ fn bad_listen_address_has_a_hint() {
 fn the_demo_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml");
     let c = Config::load(&path).unwrap();
-    assert!(c.sims.len() >= 3, "the demo shows several machines");
+    assert!(c.connectors.len() >= 3, "the demo shows several machines");
 }
 
 #[test]

@@ -100,6 +100,7 @@ impl NodeProcess {
             .arg("run")
             .arg(&config_path)
             .env_remove("RUST_LOG")
+            .env_remove("MILLWRIGHT_PLUGIN_PATH")
             .env_remove("MILLWRIGHT_HTTP_PORT")
             .env_remove("MILLWRIGHT_METRICS_PORT")
             .stdout(Stdio::piped())
