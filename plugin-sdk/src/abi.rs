@@ -1,15 +1,17 @@
 //! The in-process boundary: what a plugin `cdylib` exports and how the host calls it.
 //!
 //! Nothing Rust-ABI crosses it. A plugin library exports one `extern "C"` function,
-//! [`ENTRY_SYMBOL`] (`millwright_plugin_entry_v1`: the ABI major is in the name, so a host never
+//! [`ENTRY_SYMBOL`] (`millwright_plugin_entry_v2`: the ABI major is in the name, so a host never
 //! even finds the entry of another major), which returns a pointer to a static, frozen
 //! `#[repr(C)]` [`PluginHeader`]: a magic number, the ABI major and minor, the header's size,
 //! the SDK and rustc versions, the target, the panic strategy, then `extern "C"` function
 //! pointers. New function pointers are only ever appended; `header_size` tells the host which
 //! ones a plugin has.
 //!
-//! Messages are the serde-encoded (JSON) [`Request`]s and [`Response`]s of
-//! [`protocol`](crate::protocol). Buffers are owned by the side that allocated them and freed
+//! Messages are the [`Request`]s and [`Response`]s of [`protocol`](crate::protocol), encoded
+//! with [`codec`] (MessagePack; ABI 1 used JSON), and so are the log records and metric
+//! updates of [`HostCallbacks`]; the manifest is JSON (the host reads it before it trusts the
+//! plugin's versions). Buffers are owned by the side that allocated them and freed
 //! by that side: a response buffer comes back to the plugin through [`PluginHeader::free`];
 //! requests and callbacks only lend bytes for the duration of the call.
 //!
@@ -25,6 +27,7 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use crate::codec;
 use crate::connector::{ConnectorError, Plugin};
 use crate::context::{Context, Host, LogRecord, MetricUpdate};
 use crate::manifest::{self, Manifest};
@@ -33,7 +36,7 @@ use crate::protocol::{Adapter, Request, Response, VTable};
 /// `"MWPLUGIN"`: the first field of every header.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"MWPLUGIN");
 /// The exported entry function's name (the ABI major is part of it).
-pub const ENTRY_SYMBOL: &str = "millwright_plugin_entry_v1";
+pub const ENTRY_SYMBOL: &str = "millwright_plugin_entry_v2";
 /// The prefix of the entry symbol of any ABI major, for telling a user which major a
 /// library was built for.
 pub const ENTRY_SYMBOL_PREFIX: &str = "millwright_plugin_entry_v";
@@ -140,8 +143,8 @@ impl OwnedBuffer {
     }
 }
 
-/// What the host lends a plugin instance: where its logs and metrics go. The records are the
-/// JSON of [`LogRecord`] and [`MetricUpdate`].
+/// What the host lends a plugin instance: where its logs and metrics go. The records are
+/// [`LogRecord`] and [`MetricUpdate`] encoded with [`codec`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct HostCallbacks {
@@ -178,7 +181,7 @@ pub struct PluginHeader {
     /// A new instance named `instance`, logging through `host` (which must outlive it); null
     /// if it could not be made.
     pub create: extern "C" fn(host: *const HostCallbacks, instance: StrRef) -> *mut c_void,
-    /// One [`Request`] (JSON) in, one [`Response`] (JSON) out.
+    /// One [`Request`] in, one [`Response`] out, both encoded with [`codec`].
     pub handle: extern "C" fn(instance: *mut c_void, request: StrRef) -> OwnedBuffer,
     /// Ends an instance.
     pub destroy: extern "C" fn(instance: *mut c_void),
@@ -250,20 +253,24 @@ unsafe impl Sync for FfiHost {}
 
 impl Host for FfiHost {
     fn log(&self, instance: &str, record: LogRecord) {
-        let json = serde_json::to_vec(&record).unwrap_or_default();
+        let Ok(bytes) = codec::encode(&record) else {
+            return;
+        };
         (self.0.log)(
             self.0.ctx,
             StrRef::from_bytes(instance.as_bytes()),
-            StrRef::from_bytes(&json),
+            StrRef::from_bytes(&bytes),
         );
     }
 
     fn metric(&self, instance: &str, update: MetricUpdate) {
-        let json = serde_json::to_vec(&update).unwrap_or_default();
+        let Ok(bytes) = codec::encode(&update) else {
+            return;
+        };
         (self.0.metric)(
             self.0.ctx,
             StrRef::from_bytes(instance.as_bytes()),
-            StrRef::from_bytes(&json),
+            StrRef::from_bytes(&bytes),
         );
     }
 }
@@ -273,6 +280,8 @@ struct Instance<P: Plugin> {
     adapter: Adapter<P>,
     runtime: tokio::runtime::Runtime,
     poisoned: Option<String>,
+    /// The size of the last response, to allocate the next one at once (no regrowth).
+    last_len: usize,
     /// Cancels the instance's context when `destroy` drops it.
     _cancel: crate::context::CancelHandle,
 }
@@ -308,6 +317,7 @@ pub unsafe fn create<P: Plugin>(
             adapter: Adapter::new(vtable, ctx),
             runtime,
             poisoned: None,
+            last_len: 0,
             _cancel: cancel,
         };
         Some(Box::into_raw(Box::new(instance)).cast::<c_void>())
@@ -318,7 +328,20 @@ pub unsafe fn create<P: Plugin>(
 }
 
 fn respond(response: &Response) -> OwnedBuffer {
-    OwnedBuffer::from_vec(serde_json::to_vec(response).unwrap_or_default())
+    respond_sized(response, 0)
+}
+
+/// As [`respond`], into a buffer of at least `capacity` bytes.
+fn respond_sized(response: &Response, capacity: usize) -> OwnedBuffer {
+    let mut buf = Vec::with_capacity(capacity.max(256));
+    let bytes = codec::encode_into(&mut buf, response)
+        .map(|()| buf)
+        .or_else(|e| {
+            codec::encode(&Response::Error {
+                error: ConnectorError::Fatal(format!("the plugin's answer cannot be encoded: {e}")),
+            })
+        });
+    OwnedBuffer::from_vec(bytes.unwrap_or_default())
 }
 
 /// The header's `handle` for `P`.
@@ -341,7 +364,7 @@ pub unsafe fn handle<P: Plugin>(instance: *mut c_void, request: StrRef) -> Owned
     }
     // SAFETY: lent for the duration of this call.
     let bytes = unsafe { request.as_bytes() };
-    let request: Request = match serde_json::from_slice(bytes) {
+    let request: Request = match codec::decode(bytes) {
         Ok(r) => r,
         Err(e) => {
             return respond(&Response::Error {
@@ -353,7 +376,13 @@ pub unsafe fn handle<P: Plugin>(instance: *mut c_void, request: StrRef) -> Owned
         inst.runtime.block_on(inst.adapter.handle(request))
     }));
     match outcome {
-        Ok(response) => respond(&response),
+        Ok(response) => {
+            let buffer = respond_sized(&response, inst.last_len);
+            // A little over the largest recent size, decaying slowly: batches (between small
+            // acks) are encoded into one allocation each, without regrowth.
+            inst.last_len = (buffer.len + buffer.len / 8).max(inst.last_len - inst.last_len / 16);
+            buffer
+        }
         Err(panic) => {
             let why = panic_message(panic.as_ref());
             inst.poisoned = Some(why.clone());
@@ -386,7 +415,7 @@ macro_rules! export_plugin {
     ($vtable:expr, $ty:ty) => {
         /// The plugin's entry point (see `millwright_plugin_sdk::abi`).
         #[unsafe(no_mangle)]
-        pub extern "C" fn millwright_plugin_entry_v1() -> *const $crate::abi::PluginHeader {
+        pub extern "C" fn millwright_plugin_entry_v2() -> *const $crate::abi::PluginHeader {
             extern "C" fn manifest() -> $crate::abi::OwnedBuffer {
                 $crate::abi::manifest::<$ty>($vtable)
             }
@@ -413,4 +442,17 @@ macro_rules! export_plugin {
             &HEADER
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_symbol_names_the_abi_major() {
+        assert_eq!(
+            ENTRY_SYMBOL,
+            format!("{ENTRY_SYMBOL_PREFIX}{}", manifest::ABI_MAJOR)
+        );
+    }
 }

@@ -7,6 +7,11 @@
 //! Three clocks are kept apart, as OPC-UA does: `source_time` (when the value was true at the
 //! machine), `server_time` (when a server such as a PLC stamped it) and `receive_time` (when
 //! Millwright received it). Only `receive_time` is always known.
+//!
+//! The JSON of an envelope (the bus wire format, the disk queue, the dead-letter queue, the HTTP
+//! API) has the id as ULID text and the times as RFC 3339 text. Binary formats (the plugin
+//! boundary's MessagePack, see [`codec`](crate::codec)) carry the id as its 128-bit value and
+//! the times as `(seconds, nanoseconds)`: no text to format or parse per event.
 
 use std::fmt;
 use std::str::FromStr;
@@ -77,16 +82,26 @@ impl FromStr for EventId {
     }
 }
 
+/// The 26-character ULID text in human-readable formats (JSON: the bus, the disk queue, the
+/// HTTP API); its 128-bit value in binary ones (the plugin boundary's MessagePack, 16 bytes).
 impl Serialize for EventId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
+        if serializer.is_human_readable() {
+            serializer.collect_str(&self.0)
+        } else {
+            serializer.serialize_u128(self.0.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+        if deserializer.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            u128::deserialize(deserializer).map(Self::from_u128)
+        }
     }
 }
 
@@ -105,8 +120,13 @@ pub enum Quality {
 }
 
 /// One event as it travels through Millwright.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// In human-readable formats (JSON) it is a map with the field names below, the id as ULID
+/// text and the times as RFC 3339 text; unknown fields are refused. In binary formats (the
+/// plugin boundary) it is an array in field order: the id as its 128-bit value, each time as
+/// `[seconds, nanoseconds]` since the Unix epoch (or nil when absent), no field names; a reader
+/// ignores elements past the ninth, which a later ABI minor may append.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// Unique id; also the NATS `Nats-Msg-Id` used for de-duplication.
     pub id: EventId,
@@ -115,21 +135,171 @@ pub struct Envelope {
     /// The bus subject the event is published on, e.g. `mw.ev.press1.temperature`.
     pub subject: String,
     /// When the value was true at the machine, if the source says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_time: Option<DateTime<Utc>>,
     /// When an upstream server stamped the value, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_time: Option<DateTime<Utc>>,
     /// When Millwright received the value.
     pub receive_time: DateTime<Utc>,
     /// Coarse quality of the value.
-    #[serde(default)]
     pub quality: Quality,
     /// The protocol's full status code, when it has one (OPC-UA's 32-bit `StatusCode`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u32>,
     /// The value itself.
     pub payload: serde_json::Value,
+}
+
+/// The envelope's two encodings (see [`Envelope`]).
+mod wire {
+    use std::fmt;
+
+    use chrono::{DateTime, Utc};
+    use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+    use serde::ser::SerializeTuple;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Envelope, EventId, Quality};
+
+    /// The JSON form, borrowed for writing.
+    #[derive(Serialize)]
+    #[serde(rename = "Envelope")]
+    struct JsonRef<'a> {
+        id: &'a EventId,
+        source: &'a str,
+        subject: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source_time: Option<&'a DateTime<Utc>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server_time: Option<&'a DateTime<Utc>>,
+        receive_time: &'a DateTime<Utc>,
+        quality: Quality,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status_code: Option<u32>,
+        payload: &'a serde_json::Value,
+    }
+
+    /// The JSON form, owned for reading.
+    #[derive(Deserialize)]
+    #[serde(rename = "Envelope", deny_unknown_fields)]
+    struct Json {
+        id: EventId,
+        source: String,
+        subject: String,
+        #[serde(default)]
+        source_time: Option<DateTime<Utc>>,
+        #[serde(default)]
+        server_time: Option<DateTime<Utc>>,
+        receive_time: DateTime<Utc>,
+        #[serde(default)]
+        quality: Quality,
+        #[serde(default)]
+        status_code: Option<u32>,
+        payload: serde_json::Value,
+    }
+
+    /// Elements of the binary form.
+    const LEN: usize = 9;
+
+    fn secs_nanos(t: &DateTime<Utc>) -> (i64, u32) {
+        (t.timestamp(), t.timestamp_subsec_nanos())
+    }
+
+    fn from_secs_nanos<E: de::Error>((secs, nanos): (i64, u32)) -> Result<DateTime<Utc>, E> {
+        DateTime::from_timestamp(secs, nanos)
+            .ok_or_else(|| E::custom(format!("timestamp {secs}.{nanos:09} out of range")))
+    }
+
+    impl Serialize for Envelope {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                return JsonRef {
+                    id: &self.id,
+                    source: &self.source,
+                    subject: &self.subject,
+                    source_time: self.source_time.as_ref(),
+                    server_time: self.server_time.as_ref(),
+                    receive_time: &self.receive_time,
+                    quality: self.quality,
+                    status_code: self.status_code,
+                    payload: &self.payload,
+                }
+                .serialize(s);
+            }
+            let mut t = s.serialize_tuple(LEN)?;
+            t.serialize_element(&self.id)?;
+            t.serialize_element(&self.source)?;
+            t.serialize_element(&self.subject)?;
+            t.serialize_element(&self.source_time.as_ref().map(secs_nanos))?;
+            t.serialize_element(&self.server_time.as_ref().map(secs_nanos))?;
+            t.serialize_element(&secs_nanos(&self.receive_time))?;
+            t.serialize_element(&self.quality)?;
+            t.serialize_element(&self.status_code)?;
+            t.serialize_element(&self.payload)?;
+            t.end()
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Envelope {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            if d.is_human_readable() {
+                let j = Json::deserialize(d)?;
+                return Ok(Envelope {
+                    id: j.id,
+                    source: j.source,
+                    subject: j.subject,
+                    source_time: j.source_time,
+                    server_time: j.server_time,
+                    receive_time: j.receive_time,
+                    quality: j.quality,
+                    status_code: j.status_code,
+                    payload: j.payload,
+                });
+            }
+            d.deserialize_tuple(LEN, Binary)
+        }
+    }
+
+    struct Binary;
+
+    impl<'de> Visitor<'de> for Binary {
+        type Value = Envelope;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an envelope of at least {LEN} elements")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Envelope, A::Error> {
+            let mut n = 0;
+            macro_rules! next {
+                () => {{
+                    n += 1;
+                    seq.next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(n - 1, &self))?
+                }};
+            }
+            let id: EventId = next!();
+            let source: String = next!();
+            let subject: String = next!();
+            let source_time: Option<(i64, u32)> = next!();
+            let server_time: Option<(i64, u32)> = next!();
+            let receive_time: (i64, u32) = next!();
+            let quality: Quality = next!();
+            let status_code: Option<u32> = next!();
+            let payload: serde_json::Value = next!();
+            // Elements a later minor appended.
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Envelope {
+                id,
+                source,
+                subject,
+                source_time: source_time.map(from_secs_nanos).transpose()?,
+                server_time: server_time.map(from_secs_nanos).transpose()?,
+                receive_time: from_secs_nanos(receive_time)?,
+                quality,
+                status_code,
+                payload,
+            })
+        }
+    }
 }
 
 impl Envelope {
@@ -199,6 +369,70 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.to_string().parse::<EventId>().unwrap(), a);
         assert!("not-a-ulid".parse::<EventId>().is_err());
+    }
+
+    fn sample() -> Envelope {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        Envelope {
+            id: EventId::from_u128(0x0192_3456_789a_bcde_f012_3456_789a_bcde),
+            source: "press1".into(),
+            subject: "mw.ev.press1.temp".into(),
+            source_time: Some(t("2026-12-01T16:10:10.123456789Z")),
+            server_time: None,
+            receive_time: t("2026-12-01T16:10:11.5Z"),
+            quality: Quality::Uncertain,
+            status_code: Some(0x4000_0000),
+            payload: serde_json::json!({"v": 21.5, "n": [1, -2, u64::MAX], "s": "x", "b": null}),
+        }
+    }
+
+    #[test]
+    fn the_json_form_is_text_as_on_the_bus() {
+        let json = String::from_utf8(sample().to_json_bytes()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"01J8T5CY4TQKFF04HMASW9NF6Y","source":"press1","subject":"mw.ev.press1.temp","source_time":"2026-12-01T16:10:10.123456789Z","receive_time":"2026-12-01T16:10:11.500Z","quality":"uncertain","status_code":1073741824,"payload":{"b":null,"n":[1,-2,18446744073709551615],"s":"x","v":21.5}}"#
+        );
+        assert_eq!(
+            Envelope::from_json_slice(json.as_bytes()).unwrap(),
+            sample()
+        );
+    }
+
+    #[test]
+    fn the_binary_form_has_no_text_ids_or_times_and_round_trips() {
+        let mut e = sample();
+        let bytes = crate::codec::encode(&e).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("01J8T5CY4"), "no ULID text: {text}");
+        assert!(!text.contains("2026-12"), "no RFC 3339 text: {text}");
+        assert!(bytes.windows(16).any(|w| w == e.id.as_u128().to_be_bytes()));
+        assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
+        // The extremes chrono can hold, and absent times.
+        e.source_time = Some(DateTime::<Utc>::MIN_UTC);
+        e.server_time = Some(DateTime::<Utc>::MAX_UTC);
+        e.receive_time = DateTime::from_timestamp(-1, 999_999_999).unwrap();
+        let bytes = crate::codec::encode(&e).unwrap();
+        assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
+        e.source_time = None;
+        e.server_time = None;
+        e.status_code = None;
+        let bytes = crate::codec::encode(&e).unwrap();
+        assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn the_binary_form_is_an_array_a_later_minor_may_extend() {
+        let bytes = crate::codec::encode(&sample()).unwrap();
+        assert_eq!(bytes[0], 0x99, "a 9-element array, no field names");
+        assert!(!String::from_utf8_lossy(&bytes).contains("subject"));
+        let mut longer = bytes.clone();
+        longer[0] = 0x9a;
+        longer.push(0xc0);
+        assert_eq!(crate::codec::decode::<Envelope>(&longer).unwrap(), sample());
+        let mut shorter = bytes[..bytes.len() - 1].to_vec();
+        shorter[0] = 0x98;
+        assert!(crate::codec::decode::<Envelope>(&shorter).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   [`Sink`](connector::Sink), [`Responder`](connector::Responder)) and its typed errors;
 //! - [`context`]: what a connector gets from its host (config, logs, metrics, cancellation);
 //! - [`protocol`]: the messages every transport carries, and the adapter that calls the traits;
+//! - [`codec`]: their one binary encoding (MessagePack), used by both sides and both transports;
 //! - [`manifest`]: what the loader reads before running plugin code (versions, schema);
 //! - [`harness`]: an in-memory host for an author's unit tests, and `vec`/`void` connectors;
 //! - [`abi`]: the in-process `extern "C"` boundary ([`export_plugin!`] on the plugin side);
@@ -19,6 +20,7 @@
 
 pub mod abi;
 pub mod circuit_breaker;
+pub mod codec;
 pub mod connector;
 pub mod context;
 pub mod event;

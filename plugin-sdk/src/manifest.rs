@@ -15,7 +15,12 @@ use crate::protocol::VTable;
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The major version of the plugin ABI and protocol: a host refuses any other.
-pub const ABI_MAJOR: u32 = 1;
+///
+/// The encoding of the messages is part of it: ABI 1 carried JSON requests and responses;
+/// ABI 2 carries MessagePack ([`codec`](crate::codec)), with the envelope's id and times in
+/// binary. The manifest and the stdio handshake are JSON in both, so each side can still read
+/// the other's versions and refuse with a message that names them.
+pub const ABI_MAJOR: u32 = 2;
 /// The minor version: a host accepts plugins with a minor at most its own (additions only).
 pub const ABI_MINOR: u32 = 0;
 

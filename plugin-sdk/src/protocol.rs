@@ -1,10 +1,13 @@
 //! The messages between a host and a plugin instance, and the [`Adapter`] that turns them
 //! into calls on the connector traits.
 //!
-//! Every transport speaks exactly these serde-encoded messages: the test harness calls the
-//! adapter directly, the in-process ABI passes them as owned byte buffers, the out-of-process
-//! transport as length-prefixed frames. One request at a time per instance; each gets one
-//! response. Batches cross once per batch, not per event.
+//! Every transport speaks exactly these messages: the test harness calls the adapter directly,
+//! the in-process ABI passes them as owned byte buffers, the out-of-process transport as
+//! length-prefixed frames, both encoded with [`codec`](crate::codec) (MessagePack). One request
+//! at a time per instance; each gets one response. Batches cross once per batch, not per event.
+//!
+//! The enums are externally tagged (`{"read_batch": {"max": 64}}`, `"connect"`), not internally
+//! tagged: see [`codec`](crate::codec) for why.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +20,7 @@ use crate::event::Envelope;
 
 /// A request from the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Build the instance from its (validated) config: the first request.
     Open {
@@ -75,7 +78,7 @@ impl Request {
 
 /// The answer to one [`Request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Response {
     /// Done, nothing to return (`open`, `connect`, `ack`, `connection_test`, `close`).
     Done,
@@ -295,5 +298,130 @@ impl<P: Plugin> Adapter<P> {
                 None => unsupported("responder", P::ID),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::codec;
+    use crate::event::Quality;
+
+    fn events() -> Vec<Envelope> {
+        vec![
+            Envelope::new(
+                "press1",
+                "mw.ev.press1.t",
+                serde_json::json!({"v": 1.5, "ok": true}),
+            )
+            .with_source_time(chrono::Utc::now())
+            .with_quality(Quality::Bad),
+            Envelope::new(
+                "press1",
+                "mw.ev.press1.n",
+                serde_json::json!([1, -1, "x", null]),
+            ),
+        ]
+    }
+
+    fn errors() -> Vec<ConnectorError> {
+        vec![
+            ConnectorError::NotConnected("refused".into()),
+            ConnectorError::BackOff(Duration::from_millis(1500)),
+            ConnectorError::Config("`port`: expected a number".into()),
+            ConnectorError::Transient("timeout".into()),
+            ConnectorError::Fatal("panicked".into()),
+            ConnectorError::EndOfInput,
+        ]
+    }
+
+    fn round_trip<T>(value: &T)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let bytes = codec::encode(value).unwrap();
+        let back: T = codec::decode(&bytes)
+            .unwrap_or_else(|e| panic!("{value:?} does not decode from its encoding: {e}"));
+        assert_eq!(&back, value);
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let requests = [
+            Request::open(serde_json::json!({"count": 3, "nested": {"a": [1.25, "b"]}})),
+            Request::Open {
+                config: serde_json::Value::Null,
+                subject_prefix: "site1".into(),
+            },
+            Request::Connect,
+            Request::ReadBatch { max: 64 },
+            Request::ReadBatch { max: usize::MAX },
+            Request::Ack {
+                token: AckToken(u64::MAX),
+            },
+            Request::WriteBatch { events: events() },
+            Request::WriteBatch { events: vec![] },
+            Request::Call {
+                method: "read_tag".into(),
+                payload: serde_json::json!({"tag": "t1"}),
+            },
+            Request::ConnectionTest,
+            Request::Health,
+            Request::Close,
+        ];
+        for r in &requests {
+            round_trip(r);
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        let mut responses = vec![
+            Response::Done,
+            Response::Batch {
+                batch: SourceBatch::new(AckToken(7), events()),
+            },
+            Response::Batch {
+                batch: SourceBatch::new(AckToken(0), vec![]),
+            },
+            Response::Written {
+                results: vec![
+                    Ok(()),
+                    Err(ConnectorError::Transient("busy".into())),
+                    Ok(()),
+                ],
+            },
+            Response::Reply {
+                payload: serde_json::json!({"value": -3}),
+            },
+            Response::Health {
+                health: Health::Healthy,
+            },
+            Response::Health {
+                health: Health::Degraded("lagging 3 s".into()),
+            },
+            Response::Health {
+                health: Health::Unhealthy("PLC unreachable".into()),
+            },
+        ];
+        responses.extend(errors().into_iter().map(|error| Response::Error { error }));
+        for r in &responses {
+            round_trip(r);
+        }
+    }
+
+    #[test]
+    fn a_message_is_not_read_as_another() {
+        let bytes = codec::encode(&Request::Connect).unwrap();
+        assert!(codec::decode::<Response>(&bytes).is_err());
+        let bytes = codec::encode(&Response::Done).unwrap();
+        assert!(codec::decode::<Request>(&bytes).is_err());
+        assert!(
+            codec::decode::<Request>(&[0xc1]).is_err(),
+            "a reserved marker"
+        );
+        assert!(codec::decode::<Request>(&[]).is_err(), "nothing");
     }
 }

@@ -1,18 +1,22 @@
 //! The out-of-process transport: a plugin executable serving one instance over its stdin and
 //! stdout, with the same [`protocol`](crate::protocol) messages as every other transport.
 //!
-//! Each message is a [`Frame`]: a 4-byte big-endian length, then that many bytes of JSON.
-//! The host writes to the plugin's stdin and reads its stdout; the plugin's stderr is its own
-//! (the host logs it).
+//! Each message is a 4-byte big-endian length, then that many bytes. The host writes to the
+//! plugin's stdin and reads its stdout; the plugin's stderr is its own (the host logs it).
 //!
-//! 1. **Hello.** The host sends `Hello` with its protocol version; the plugin answers `Hello`
-//!    with its own and its manifest, or `Refused` (and exits) when the majors differ.
-//! 2. **Requests.** The host sends `Request { id, request }`; the plugin answers `Response {
-//!    id, response }`. One request at a time. Between them the plugin may send `Log` and
-//!    `Metric` frames (its context's output).
+//! 1. **Hello.** The host sends [`Handshake::Hello`] with its protocol version; the plugin
+//!    answers `Hello` with its own and its manifest, or [`Handshake::Refused`] (and exits) when
+//!    the majors differ. The handshake is JSON, in the same shape in every protocol version, so
+//!    a host and a plugin of different majors still read each other's versions and say which.
+//! 2. **Requests.** After the handshake every message is a [`Frame`] encoded with
+//!    [`codec`](crate::codec) (MessagePack; protocol 1 used JSON). The host sends `Request {
+//!    id, request }`; the plugin answers `Response { id, response }`. One request at a time.
+//!    Between them the plugin may send `Log` and `Metric` frames (its context's output).
 //! 3. **Heartbeats.** The plugin sends `Heartbeat` every [`HEARTBEAT_INTERVAL`] from a thread
 //!    of its own, so the host tells a plugin that is busy (heartbeats, no answer yet) from one
 //!    that hangs or is gone (no heartbeats); the host also bounds every call by a timeout.
+//!
+//! Each frame is written with one `write` (length and body in one buffer) and no other flush.
 //!
 //! A crash, an abort or a hang kills only the plugin's process: the host's supervisor starts a
 //! new one, and batches that were read but not acknowledged are read again.
@@ -25,12 +29,13 @@
 //! }
 //! ```
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
 use crate::connector::Plugin;
 use crate::context::{Context, Host, LogRecord, MetricUpdate};
 use crate::manifest::{ABI_MAJOR, ABI_MINOR, Manifest};
@@ -41,11 +46,11 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// The largest frame either side accepts (a frame is one batch, not a stream).
 pub const MAX_FRAME: usize = 64 << 20;
 
-/// One message on the wire.
+/// The handshake, JSON in every protocol version (`{"frame":"hello","major":2,...}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "frame", rename_all = "snake_case")]
-pub enum Frame {
-    /// The handshake, both ways.
+pub enum Handshake {
+    /// Both ways: the sender's protocol version.
     Hello {
         /// Protocol major (the ABI major).
         major: u32,
@@ -63,6 +68,12 @@ pub enum Frame {
         /// One sentence with the versions and the fix.
         reason: String,
     },
+}
+
+/// One message after the handshake, encoded with [`codec`](crate::codec).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frame {
     /// A request (host → plugin).
     Request {
         /// Echoed in the response.
@@ -91,16 +102,114 @@ pub enum Frame {
     Heartbeat,
 }
 
-/// Writes one frame.
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Sets `buf` to one length-prefixed message made by `body` (which appends to it).
+fn prefixed(
+    buf: &mut Vec<u8>,
+    body: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    body(buf)?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(io::Error::other(format!(
+            "frame of {len} bytes, more than {MAX_FRAME}"
+        )));
+    }
+    let len = u32::try_from(len).map_err(|_| io::Error::other("frame too large"))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Sets `buf` to `frame`, length prefix included, ready for one write.
 ///
 /// # Errors
-/// The writer's error.
+/// The frame cannot be encoded, or is over [`MAX_FRAME`].
+pub fn encode_frame(buf: &mut Vec<u8>, frame: &Frame) -> io::Result<()> {
+    prefixed(buf, |b| {
+        codec::encode_into(b, frame).map_err(io::Error::other)
+    })
+}
+
+/// Sets `buf` to `handshake` (JSON), length prefix included.
+///
+/// # Errors
+/// As [`encode_frame`].
+pub fn encode_handshake(buf: &mut Vec<u8>, handshake: &Handshake) -> io::Result<()> {
+    prefixed(buf, |b| {
+        serde_json::to_writer(b, handshake).map_err(io::Error::other)
+    })
+}
+
+/// The body length a 4-byte prefix announces.
+///
+/// # Errors
+/// A length over [`MAX_FRAME`].
+pub fn body_len(prefix: [u8; 4]) -> io::Result<usize> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME {
+        return Err(invalid(format!(
+            "frame of {len} bytes, more than {MAX_FRAME}"
+        )));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame's body.
+///
+/// # Errors
+/// [`io::ErrorKind::InvalidData`] when it is not a [`Frame`].
+pub fn decode_frame(body: &[u8]) -> io::Result<Frame> {
+    codec::decode(body).map_err(invalid)
+}
+
+/// Decodes a handshake's body.
+///
+/// # Errors
+/// [`io::ErrorKind::InvalidData`] when it is not the JSON of a [`Handshake`].
+pub fn decode_handshake(body: &[u8]) -> io::Result<Handshake> {
+    serde_json::from_slice(body).map_err(|e| invalid(format!("not a plugin handshake: {e}")))
+}
+
+/// Writes one frame with one write.
+///
+/// # Errors
+/// The writer's error, or the frame's (see [`encode_frame`]).
 pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
-    let body = serde_json::to_vec(frame).map_err(io::Error::other)?;
-    let len = u32::try_from(body.len()).map_err(|_| io::Error::other("frame too large"))?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(&body)?;
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, frame)?;
+    w.write_all(&buf)?;
     w.flush()
+}
+
+/// Writes the handshake.
+///
+/// # Errors
+/// As [`write_frame`].
+pub fn write_handshake(w: &mut impl Write, handshake: &Handshake) -> io::Result<()> {
+    let mut buf = Vec::new();
+    encode_handshake(&mut buf, handshake)?;
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Reads one length-prefixed body into `body`; `Ok(false)` at a clean end of input.
+fn read_body(r: &mut impl Read, body: &mut Vec<u8>) -> io::Result<bool> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let len = body_len(len)?;
+    body.clear();
+    body.resize(len, 0);
+    r.read_exact(body)?;
+    Ok(true)
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of input.
@@ -108,38 +217,58 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
 /// # Errors
 /// The reader's error, a frame over [`MAX_FRAME`], or one that is not a [`Frame`].
 pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    let mut body = Vec::new();
+    if !read_body(r, &mut body)? {
+        return Ok(None);
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::other(format!(
-            "frame of {len} bytes, more than {MAX_FRAME}"
-        )));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    decode_frame(&body).map(Some)
 }
 
-type SharedOut = Arc<Mutex<BufWriter<io::Stdout>>>;
+/// Reads the handshake; `Ok(None)` at a clean end of input.
+///
+/// # Errors
+/// As [`read_frame`], for a [`Handshake`].
+pub fn read_handshake(r: &mut impl Read) -> io::Result<Option<Handshake>> {
+    let mut body = Vec::new();
+    if !read_body(r, &mut body)? {
+        return Ok(None);
+    }
+    decode_handshake(&body).map(Some)
+}
 
-struct StdioHost(SharedOut);
+/// Where the plugin's frames go: one encode buffer, one write per frame.
+struct Out<W> {
+    w: W,
+    buf: Vec<u8>,
+}
 
-impl StdioHost {
+impl<W: Write> Out<W> {
+    fn send(&mut self, frame: &Frame) -> io::Result<()> {
+        encode_frame(&mut self.buf, frame)?;
+        self.w.write_all(&self.buf)?;
+        self.w.flush()
+    }
+
+    fn handshake(&mut self, handshake: &Handshake) -> io::Result<()> {
+        encode_handshake(&mut self.buf, handshake)?;
+        self.w.write_all(&self.buf)?;
+        self.w.flush()
+    }
+}
+
+type SharedOut<W> = Arc<Mutex<Out<W>>>;
+
+struct StdioHost<W>(SharedOut<W>);
+
+impl<W: Write> StdioHost<W> {
     fn send(&self, frame: &Frame) {
         if let Ok(mut out) = self.0.lock() {
-            let _ = write_frame(&mut *out, frame);
+            let _ = out.send(frame);
         }
     }
 }
 
-impl Host for StdioHost {
+impl<W: Write + Send + 'static> Host for StdioHost<W> {
     fn log(&self, _instance: &str, record: LogRecord) {
         self.send(&Frame::Log { record });
     }
@@ -148,10 +277,26 @@ impl Host for StdioHost {
     }
 }
 
+/// The process' stdout without std's line buffering (which would split a binary frame at
+/// every newline byte into several writes): a duplicate of the descriptor, written directly.
+fn raw_stdout() -> io::Result<Box<dyn Write + Send>> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let fd = io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(Box::new(std::fs::File::from(fd)))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(Box::new(io::BufWriter::new(io::stdout())))
+    }
+}
+
 /// Serves plugin `P` on stdin/stdout until the host closes stdin; returns the process' exit
 /// status (0 after a clean end, 2 after a refused handshake, 1 on an I/O error).
 pub fn serve<P: Plugin>(vtable: &'static VTable<P>) -> std::process::ExitCode {
-    match serve_inner(vtable) {
+    let served = raw_stdout().and_then(|out| serve_on(vtable, io::stdin().lock(), out));
+    match served {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("plugin {}: {e}", P::ID);
@@ -160,23 +305,39 @@ pub fn serve<P: Plugin>(vtable: &'static VTable<P>) -> std::process::ExitCode {
     }
 }
 
-fn serve_inner<P: Plugin>(vtable: &'static VTable<P>) -> io::Result<u8> {
-    let mut input = BufReader::new(io::stdin().lock());
-    let out: SharedOut = Arc::new(Mutex::new(BufWriter::new(io::stdout())));
-    let send = |frame: &Frame| -> io::Result<()> {
-        let mut o = out
-            .lock()
-            .map_err(|_| io::Error::other("stdout lock poisoned"))?;
-        write_frame(&mut *o, frame)
+fn lock<W>(out: &SharedOut<W>) -> io::Result<std::sync::MutexGuard<'_, Out<W>>> {
+    out.lock()
+        .map_err(|_| io::Error::other("stdout lock poisoned"))
+}
+
+/// [`serve`] on any input and output (the process' own, or a test's).
+fn serve_on<P: Plugin, W: Write + Send + 'static>(
+    vtable: &'static VTable<P>,
+    mut input: impl BufRead,
+    output: W,
+) -> io::Result<u8> {
+    let out: SharedOut<W> = Arc::new(Mutex::new(Out {
+        w: output,
+        buf: Vec::with_capacity(64 << 10),
+    }));
+    let hello = match read_handshake(&mut input) {
+        Ok(Some(hello)) => hello,
+        Ok(None) => return Err(io::Error::other("the host closed stdin before Hello")),
+        Err(e) => {
+            return Err(io::Error::other(format!(
+                "the host did not start with a Hello this plugin can read ({e}); this plugin \
+                 speaks plugin protocol {ABI_MAJOR}.{ABI_MINOR}"
+            )));
+        }
     };
-    let Some(Frame::Hello {
+    let Handshake::Hello {
         major, instance, ..
-    }) = read_frame(&mut input)?
+    } = hello
     else {
         return Err(io::Error::other("the host did not start with Hello"));
     };
     if major != ABI_MAJOR {
-        send(&Frame::Refused {
+        lock(&out)?.handshake(&Handshake::Refused {
             reason: format!(
                 "plugin {} {} speaks plugin protocol {ABI_MAJOR}.{ABI_MINOR}, the host {major}.x; \
                  rebuild the plugin against the host's millwright-plugin-sdk",
@@ -186,7 +347,7 @@ fn serve_inner<P: Plugin>(vtable: &'static VTable<P>) -> io::Result<u8> {
         })?;
         return Ok(2);
     }
-    send(&Frame::Hello {
+    lock(&out)?.handshake(&Handshake::Hello {
         major: ABI_MAJOR,
         minor: ABI_MINOR,
         instance: None,
@@ -203,7 +364,7 @@ fn serve_inner<P: Plugin>(vtable: &'static VTable<P>) -> io::Result<u8> {
             )]
             std::thread::sleep(HEARTBEAT_INTERVAL);
             let Ok(mut o) = beat.lock() else { return };
-            if write_frame(&mut *o, &Frame::Heartbeat).is_err() {
+            if o.send(&Frame::Heartbeat).is_err() {
                 return;
             }
         }
@@ -219,13 +380,14 @@ fn serve_inner<P: Plugin>(vtable: &'static VTable<P>) -> io::Result<u8> {
         Arc::new(StdioHost(out.clone())),
     );
     let mut adapter = Adapter::new(vtable, ctx);
-    while let Some(frame) = read_frame(&mut input)? {
-        let Frame::Request { id, request } = frame else {
+    let mut body = Vec::with_capacity(64 << 10);
+    while read_body(&mut input, &mut body)? {
+        let Frame::Request { id, request } = decode_frame(&body)? else {
             continue;
         };
         let close = matches!(request, Request::Close);
         let response = runtime.block_on(adapter.handle(request));
-        send(&Frame::Response { id, response })?;
+        lock(&out)?.send(&Frame::Response { id, response })?;
         if close {
             break;
         }
@@ -236,20 +398,35 @@ fn serve_inner<P: Plugin>(vtable: &'static VTable<P>) -> io::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::AckToken;
+    use crate::harness::VEC_SOURCE;
 
     #[test]
     fn frames_round_trip_and_end_cleanly() {
         let mut buf = Vec::new();
         let frames = [
-            Frame::Hello {
-                major: 1,
-                minor: 0,
-                instance: Some("i".into()),
-                manifest: None,
-            },
             Frame::Request {
                 id: 7,
                 request: Request::ReadBatch { max: 3 },
+            },
+            Frame::Response {
+                id: 7,
+                response: Response::Done,
+            },
+            Frame::Log {
+                record: LogRecord {
+                    level: crate::context::Level::Warn,
+                    message: "m".into(),
+                    fields: vec![("k".into(), "v".into())],
+                },
+            },
+            Frame::Metric {
+                update: MetricUpdate {
+                    kind: crate::context::MetricKind::Counter,
+                    name: "reads_total".into(),
+                    labels: vec![],
+                    value: 1.0,
+                },
             },
             Frame::Heartbeat,
         ];
@@ -264,13 +441,127 @@ mod tests {
     }
 
     #[test]
+    fn the_handshake_is_the_json_of_protocol_1() {
+        let mut buf = Vec::new();
+        let hello = Handshake::Hello {
+            major: 2,
+            minor: 0,
+            instance: Some("i".into()),
+            manifest: None,
+        };
+        write_handshake(&mut buf, &hello).unwrap();
+        let body = &buf[4..];
+        assert_eq!(
+            std::str::from_utf8(body).unwrap(),
+            r#"{"frame":"hello","major":2,"minor":0,"instance":"i"}"#
+        );
+        assert_eq!(read_handshake(&mut buf.as_slice()).unwrap(), Some(hello));
+        assert!(read_frame(&mut buf.as_slice()).is_err(), "not a frame");
+    }
+
+    #[test]
     fn oversized_or_garbage_frames_are_errors_not_panics() {
         let mut r: &[u8] = &u32::MAX.to_be_bytes();
         assert!(read_frame(&mut r).is_err());
         let mut buf = 5u32.to_be_bytes().to_vec();
         buf.extend_from_slice(b"nope!");
         assert!(read_frame(&mut buf.as_slice()).is_err());
-        let mut cut: &[u8] = &[0, 0, 0, 9, b'{'];
+        assert!(read_handshake(&mut buf.as_slice()).is_err());
+        let mut cut: &[u8] = &[0, 0, 0, 9, 0x81];
         assert!(read_frame(&mut cut).is_err(), "a frame cut short");
+    }
+
+    /// A `Write` the test reads back after the plugin side is done.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_host_of_another_major_is_refused_in_json_naming_both_versions() {
+        // What a host of protocol 1 sends.
+        let mut input = Vec::new();
+        let v1_hello = br#"{"frame":"hello","major":1,"minor":0,"instance":"old"}"#;
+        input.extend_from_slice(&(v1_hello.len() as u32).to_be_bytes());
+        input.extend_from_slice(v1_hello);
+        let out = Shared::default();
+        let code = serve_on(VEC_SOURCE, input.as_slice(), out.clone()).unwrap();
+        assert_eq!(code, 2);
+        let written = out.0.lock().unwrap().clone();
+        let Some(Handshake::Refused { reason }) = read_handshake(&mut written.as_slice()).unwrap()
+        else {
+            panic!("a refusal")
+        };
+        assert!(reason.contains("speaks plugin protocol 2.0"), "{reason}");
+        assert!(reason.contains("the host 1.x"), "{reason}");
+        assert!(reason.contains("rebuild the plugin"), "{reason}");
+    }
+
+    #[test]
+    fn a_session_over_frames_serves_requests() {
+        let mut input = Vec::new();
+        let mut buf = Vec::new();
+        encode_handshake(
+            &mut buf,
+            &Handshake::Hello {
+                major: ABI_MAJOR,
+                minor: ABI_MINOR,
+                instance: Some("v1".into()),
+                manifest: None,
+            },
+        )
+        .unwrap();
+        input.extend_from_slice(&buf);
+        let requests = [
+            Request::open(serde_json::json!({"values": [1, 2, 3]})),
+            Request::Connect,
+            Request::ReadBatch { max: 10 },
+            Request::Close,
+        ];
+        for (id, request) in requests.into_iter().enumerate() {
+            let frame = Frame::Request {
+                id: id as u64,
+                request,
+            };
+            encode_frame(&mut buf, &frame).unwrap();
+            input.extend_from_slice(&buf);
+        }
+        let out = Shared::default();
+        assert_eq!(
+            serve_on(VEC_SOURCE, input.as_slice(), out.clone()).unwrap(),
+            0
+        );
+        let written = out.0.lock().unwrap().clone();
+        let mut r = written.as_slice();
+        let Some(Handshake::Hello {
+            major, manifest, ..
+        }) = read_handshake(&mut r).unwrap()
+        else {
+            panic!("a hello")
+        };
+        assert_eq!(major, ABI_MAJOR);
+        assert_eq!(manifest.unwrap().id, "vec");
+        let mut responses = Vec::new();
+        while let Some(frame) = read_frame(&mut r).unwrap() {
+            if let Frame::Response { id, response } = frame {
+                responses.push((id, response));
+            }
+        }
+        assert_eq!(responses.len(), 4, "{responses:?}");
+        assert_eq!(responses[1], (1, Response::Done));
+        let (2, Response::Batch { batch }) = &responses[2] else {
+            panic!("a batch: {responses:?}")
+        };
+        assert_eq!(batch.events.len(), 3);
+        assert_eq!(batch.events[2].payload, 3);
+        assert_ne!(batch.token, AckToken(u64::MAX));
     }
 }

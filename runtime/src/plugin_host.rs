@@ -5,12 +5,15 @@
 //! found, the versions supported and the fix:
 //!
 //! 1. `dlopen` the file (not a shared library: [`PluginError::NotALibrary`]);
-//! 2. find the entry symbol of *our* ABI major (`millwright_plugin_entry_v1`); if it is missing,
+//! 2. find the entry symbol of *our* ABI major (`millwright_plugin_entry_v2`); if it is missing,
 //!    look for another major's to say which one the plugin was built for
 //!    ([`PluginError::WrongAbi`]), else [`PluginError::NoEntry`];
 //! 3. read the static header (no plugin code beyond the entry function runs for this): magic,
 //!    ABI minor, header size, target, panic strategy, SDK and rustc versions;
-//! 4. only then call the plugin's `manifest` and parse it.
+//! 4. only then call the plugin's `manifest` and parse it (JSON).
+//!
+//! Requests, responses, log records and metric updates cross as MessagePack
+//! (`millwright_plugin_sdk::codec`); a plugin of ABI 1 (JSON messages) is refused at step 2.
 //!
 //! Libraries are never unloaded: code and statics of a plugin may be referenced by threads or
 //! destructors the host cannot see, so a loaded library lives until the process exits.
@@ -27,6 +30,7 @@ use millwright_actors::connector::{BoxFuture, NodeHost, Transport, TransportErro
 use millwright_plugin_sdk::abi::{
     self, ENTRY_SYMBOL, ENTRY_SYMBOL_PREFIX, EntryFn, HostCallbacks, MAGIC, PluginHeader, StrRef,
 };
+use millwright_plugin_sdk::codec;
 use millwright_plugin_sdk::context::{Host, LogRecord, MetricUpdate};
 use millwright_plugin_sdk::manifest::{self, ABI_MAJOR, ABI_MINOR, Manifest, SDK_VERSION};
 use millwright_plugin_sdk::protocol::{Request, Response};
@@ -120,7 +124,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginError> {
             });
         }
     };
-    // SAFETY: the entry function of ABI 1 returns a pointer to a static header or null.
+    // SAFETY: the entry function of our ABI major returns a pointer to a static header or null.
     let header = unsafe { entry() };
     // SAFETY: non-null headers are static data (checked for the magic before any other use).
     let Some(header) = (unsafe { header.as_ref() }) else {
@@ -216,7 +220,7 @@ extern "C" fn host_log(ctx: *const c_void, instance: StrRef, record: StrRef) {
     // SAFETY: `ctx` is the `NodeHost` of a live `Callbacks`; the strings are lent for the call.
     let host = unsafe { &*ctx.cast::<NodeHost>() };
     let (instance, record) = unsafe { (instance.as_str().unwrap_or("?"), record.as_bytes()) };
-    if let Ok(record) = serde_json::from_slice::<LogRecord>(record) {
+    if let Ok(record) = codec::decode::<LogRecord>(record) {
         host.log(instance, record);
     }
 }
@@ -225,7 +229,7 @@ extern "C" fn host_metric(ctx: *const c_void, instance: StrRef, update: StrRef) 
     // SAFETY: as in `host_log`.
     let host = unsafe { &*ctx.cast::<NodeHost>() };
     let (instance, update) = unsafe { (instance.as_str().unwrap_or("?"), update.as_bytes()) };
-    if let Ok(update) = serde_json::from_slice::<MetricUpdate>(update) {
+    if let Ok(update) = codec::decode::<MetricUpdate>(update) {
         host.metric(instance, update);
     }
 }
@@ -303,11 +307,19 @@ impl Transport for DylibTransport {
                 .live
                 .take()
                 .ok_or_else(|| TransportError::Gone("an earlier call did not return".to_owned()))?;
-            let body = serde_json::to_vec(&request).unwrap_or_default();
+            let body = codec::encode(&request)
+                .map_err(|e| TransportError::Gone(format!("cannot encode the request: {e}")));
+            let body = match body {
+                Ok(body) => body,
+                Err(e) => {
+                    self.live = Some(live);
+                    return Err(e);
+                }
+            };
             let call = move || {
                 let buffer = (live.header.handle)(live.instance, StrRef::from_bytes(&body));
                 // SAFETY: a buffer the plugin just returned; freed right after.
-                let answer = serde_json::from_slice::<Response>(unsafe { buffer.as_bytes() });
+                let answer = codec::decode::<Response>(unsafe { buffer.as_bytes() });
                 (live.header.free)(buffer);
                 (live, answer)
             };

@@ -7,6 +7,11 @@
 //! with a [`TransportError`]: the connector actor fails, its supervisor restarts it with
 //! backoff, and the next incarnation starts a fresh process. The plugin's stderr goes to the
 //! node's log.
+//!
+//! The handshake is JSON, every frame after it MessagePack (`millwright_plugin_sdk::codec`):
+//! a plugin of another protocol major, JSON-speaking protocol 1 included, is refused at the
+//! handshake with both versions named. Each frame is one `write` of one buffer (reused per
+//! instance); the plugin's stdout is read through a buffer by a task of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,13 +22,15 @@ use millwright_actors::connector::{BoxFuture, NodeHost, Transport, TransportErro
 use millwright_plugin_sdk::context::Host;
 use millwright_plugin_sdk::manifest::{ABI_MAJOR, ABI_MINOR, Manifest};
 use millwright_plugin_sdk::protocol::{Request, Response};
-use millwright_plugin_sdk::stdio::{Frame, HEARTBEAT_INTERVAL, MAX_FRAME};
+use millwright_plugin_sdk::stdio::{self, Frame, HEARTBEAT_INTERVAL, Handshake};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
 /// Heartbeats missed before a plugin process counts as hung.
 const MISSED_BEATS: u32 = 6;
+/// A frame buffer grown past this by a large batch is given back after it.
+const LARGE_BUFFER: usize = 1 << 20;
 
 /// How to start one out-of-process instance.
 #[derive(Debug, Clone)]
@@ -39,6 +46,8 @@ pub struct ProcessSpec {
 struct Running {
     _child: Child,
     stdin: ChildStdin,
+    /// The encode buffer of the frames to the plugin.
+    out: Vec<u8>,
     frames: mpsc::Receiver<Frame>,
     last_beat: Arc<AtomicU64>,
     started: Instant,
@@ -62,30 +71,27 @@ impl std::fmt::Debug for ProcessTransport {
     }
 }
 
-async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Frame>> {
+/// Reads one length-prefixed body into `body`; `Ok(false)` at a clean end of input.
+async fn read_body(r: &mut (impl AsyncRead + Unpin), body: &mut Vec<u8>) -> std::io::Result<bool> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e),
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!("frame of {len} bytes")));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    let len = stdio::body_len(len)?;
+    body.clear();
+    body.resize(len, 0);
+    r.read_exact(body).await?;
+    Ok(true)
 }
 
-async fn write_frame(w: &mut ChildStdin, frame: &Frame) -> std::io::Result<()> {
-    let body = serde_json::to_vec(frame).map_err(std::io::Error::other)?;
-    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(&body).await?;
-    w.flush().await
+async fn read_handshake(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Handshake>> {
+    let mut body = Vec::new();
+    if !read_body(r, &mut body).await? {
+        return Ok(None);
+    }
+    stdio::decode_handshake(&body).map(Some)
 }
 
 fn gone(e: impl std::fmt::Display) -> TransportError {
@@ -116,7 +122,8 @@ impl ProcessTransport {
             .spawn()
             .map_err(|e| gone(format!("cannot start {}: {e}", self.spec.program.display())))?;
         let mut stdin = child.stdin.take().ok_or_else(|| gone("no stdin"))?;
-        let mut stdout = child.stdout.take().ok_or_else(|| gone("no stdout"))?;
+        let stdout = child.stdout.take().ok_or_else(|| gone("no stdout"))?;
+        let mut stdout = BufReader::with_capacity(64 << 10, stdout);
         let stderr = child.stderr.take().ok_or_else(|| gone("no stderr"))?;
         let instance = self.spec.instance.clone();
         tokio::spawn(async move {
@@ -125,41 +132,48 @@ impl ProcessTransport {
                 tracing::warn!(instance = %instance, "plugin stderr: {line}");
             }
         });
-        write_frame(
-            &mut stdin,
-            &Frame::Hello {
+        let mut out = Vec::with_capacity(4 << 10);
+        stdio::encode_handshake(
+            &mut out,
+            &Handshake::Hello {
                 major: ABI_MAJOR,
                 minor: ABI_MINOR,
                 instance: Some(self.spec.instance.clone()),
                 manifest: None,
             },
         )
-        .await
         .map_err(gone)?;
-        let hello = tokio::time::timeout(self.spec.call_timeout, read_frame(&mut stdout))
+        stdin.write_all(&out).await.map_err(gone)?;
+        let hello = tokio::time::timeout(self.spec.call_timeout, read_handshake(&mut stdout))
             .await
-            .map_err(|_| TransportError::Timeout(self.spec.call_timeout))?
-            .map_err(gone)?;
+            .map_err(|_| TransportError::Timeout(self.spec.call_timeout))?;
         let manifest = match hello {
-            Some(Frame::Hello {
+            Ok(Some(Handshake::Hello {
                 major,
                 minor,
                 manifest: Some(manifest),
                 ..
-            }) if major == ABI_MAJOR && millwright_plugin_sdk::manifest::supports_minor(minor) => {
+            })) if major == ABI_MAJOR && millwright_plugin_sdk::manifest::supports_minor(minor) => {
                 *manifest
             }
-            Some(Frame::Hello { major, minor, .. }) => {
+            Ok(Some(Handshake::Hello { major, minor, .. })) => {
                 return Err(gone(format!(
                     "{} speaks plugin protocol {major}.{minor}; this node supports \
                      {ABI_MAJOR}.0 to {ABI_MAJOR}.{ABI_MINOR}; rebuild the plugin",
                     self.spec.program.display()
                 )));
             }
-            Some(Frame::Refused { reason }) => return Err(gone(reason)),
-            other => {
+            Ok(Some(Handshake::Refused { reason })) => return Err(gone(reason)),
+            Ok(None) => {
                 return Err(gone(format!(
-                    "{} did not answer the handshake (got {other:?}); is it a Millwright plugin?",
+                    "{} exited without answering the handshake; is it a Millwright plugin?",
+                    self.spec.program.display()
+                )));
+            }
+            Err(e) => {
+                return Err(gone(format!(
+                    "{} did not answer the handshake ({e}); is it a Millwright plugin of \
+                     protocol {ABI_MAJOR}.x?",
                     self.spec.program.display()
                 )));
             }
@@ -173,7 +187,18 @@ impl ProcessTransport {
         };
         let instance = self.spec.instance.clone();
         tokio::spawn(async move {
-            while let Ok(Some(frame)) = read_frame(&mut stdout).await {
+            let mut body = Vec::with_capacity(64 << 10);
+            while let Ok(true) = read_body(&mut stdout, &mut body).await {
+                let frame = match stdio::decode_frame(&body) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        tracing::warn!(instance = %instance, "unreadable frame from the plugin: {e}");
+                        break;
+                    }
+                };
+                if body.capacity() > LARGE_BUFFER {
+                    body = Vec::new();
+                }
                 match frame {
                     Frame::Heartbeat => {
                         beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -192,6 +217,7 @@ impl ProcessTransport {
         self.running = Some(Running {
             _child: child,
             stdin,
+            out,
             frames,
             last_beat,
             started,
@@ -208,9 +234,15 @@ impl ProcessTransport {
         let id = self.next_id;
         let timeout = self.spec.call_timeout;
         let running = self.running.as_mut().expect("started above");
-        write_frame(&mut running.stdin, &Frame::Request { id, request })
+        stdio::encode_frame(&mut running.out, &Frame::Request { id, request }).map_err(gone)?;
+        running
+            .stdin
+            .write_all(&running.out)
             .await
             .map_err(|e| gone(format!("the plugin process is gone ({e})")))?;
+        if running.out.capacity() > LARGE_BUFFER {
+            running.out = Vec::new();
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let silence = HEARTBEAT_INTERVAL * MISSED_BEATS;
         loop {

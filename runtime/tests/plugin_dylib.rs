@@ -87,7 +87,7 @@ fn files_that_are_not_plugins_are_refused_with_the_file_and_the_fix() {
     let text = plugin_host::load(&plain).unwrap_err().to_string();
     assert!(text.contains("libplain.so"), "{text}");
     assert!(
-        text.contains("millwright_plugin_entry_v1"),
+        text.contains("millwright_plugin_entry_v2"),
         "names the missing symbol: {text}"
     );
     assert!(
@@ -95,26 +95,53 @@ fn files_that_are_not_plugins_are_refused_with_the_file_and_the_fix() {
         "says how to fix it: {text}"
     );
 
-    let v2 = c_library(
+    // A plugin of ABI 1 (JSON messages) exports `millwright_plugin_entry_v1`.
+    let v1 = c_library(
         dir.path(),
-        "future",
-        "void *millwright_plugin_entry_v2(void) { return 0; }\n",
+        "old",
+        "void *millwright_plugin_entry_v1(void) { return 0; }\n",
     );
-    let e = plugin_host::load(&v2).unwrap_err();
+    let e = plugin_host::load(&v1).unwrap_err();
     assert!(matches!(e, PluginError::WrongAbi { .. }), "{e}");
     let text = e.to_string();
-    assert!(text.contains("ABI 2.x"), "the version found: {text}");
+    assert!(text.contains("libold.so"), "the file: {text}");
+    assert!(text.contains("ABI 1.x"), "the version found: {text}");
     assert!(
-        text.contains("supports ABI 1.0 to 1.0"),
+        text.contains("supports ABI 2.0 to 2.0"),
         "the versions supported: {text}"
     );
     assert!(text.contains("rebuild the plugin"), "the fix: {text}");
+
+    let v3 = c_library(
+        dir.path(),
+        "future",
+        "void *millwright_plugin_entry_v3(void) { return 0; }\n",
+    );
+    let text = plugin_host::load(&v3).unwrap_err().to_string();
+    assert!(text.contains("ABI 3.x"), "the version found: {text}");
+
+    // The right symbol, but a header that says ABI 1.
+    let liar = c_library(
+        dir.path(),
+        "liar",
+        "struct h { unsigned long long magic; unsigned int major, minor, size, unwind;\n\
+                    unsigned long long rest[32]; };\n\
+         static struct h header = { 0x4d57504c5547494eULL, 1, 0, 0, 1, {0} };\n\
+         void *millwright_plugin_entry_v2(void) { return &header; }\n",
+    );
+    let e = plugin_host::load(&liar).unwrap_err();
+    assert!(matches!(e, PluginError::WrongAbi { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("ABI 1.0") && text.contains("supports ABI 2.0 to 2.0"),
+        "{text}"
+    );
 
     let magic = c_library(
         dir.path(),
         "magic",
         "static unsigned long long header[16] = {42};\n\
-         void *millwright_plugin_entry_v1(void) { return header; }\n",
+         void *millwright_plugin_entry_v2(void) { return header; }\n",
     );
     let text = plugin_host::load(&magic).unwrap_err().to_string();
     assert!(text.contains("magic 0x2a"), "{text}");

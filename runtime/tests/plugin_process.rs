@@ -56,6 +56,72 @@ async fn the_executable_shakes_hands_and_serves_requests_over_frames() {
     assert_eq!(batch.events[0].subject, "mw.ev.x1.seq");
 }
 
+/// A fake plugin executable that answers the handshake with `reply` (one JSON frame), then
+/// waits for its stdin to close.
+fn fake_plugin(dir: &Path, name: &str, reply: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let frame = dir.join(format!("{name}.frame"));
+    let mut bytes = (reply.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(reply);
+    std::fs::write(&frame, bytes).unwrap();
+    let program = dir.join(name);
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\ncat '{}'\nexec cat >/dev/null\n",
+            frame.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    program
+}
+
+async fn handshake_error(program: std::path::PathBuf) -> String {
+    let mut t = ProcessTransport::new(ProcessSpec {
+        program,
+        instance: "old".into(),
+        call_timeout: Duration::from_secs(10),
+    });
+    t.request(Request::open(serde_json::json!({})))
+        .await
+        .expect_err("refused")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_protocol_1_json_is_refused_naming_the_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    // What an ABI 1 plugin answers a Hello of major 2 with (its own, JSON refusal).
+    let refusing = fake_plugin(
+        dir.path(),
+        "refusing",
+        br#"{"frame":"refused","reason":"plugin old 0.1.0 speaks plugin protocol 1.0, the host 2.x; rebuild the plugin against the host's millwright-plugin-sdk"}"#,
+    );
+    let text = handshake_error(refusing).await;
+    assert!(
+        text.contains("speaks plugin protocol 1.0, the host 2.x"),
+        "the plugin's refusal is passed on: {text}"
+    );
+    // A JSON plugin that says it speaks protocol 1 instead of refusing.
+    let hello = fake_plugin(
+        dir.path(),
+        "hello_v1",
+        br#"{"frame":"hello","major":1,"minor":0}"#,
+    );
+    let text = handshake_error(hello).await;
+    assert!(
+        text.contains("speaks plugin protocol 1.0")
+            && text.contains("supports 2.0 to 2.0")
+            && text.contains("rebuild the plugin"),
+        "{text}"
+    );
+    // Something that is not a plugin at all.
+    let garbage = fake_plugin(dir.path(), "garbage", b"\x81\xa3abc");
+    let text = handshake_error(garbage).await;
+    assert!(text.contains("did not answer the handshake"), "{text}");
+}
+
 async fn run_with_fault(fault: &str, instance: &str) -> (HashMap<u64, u32>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::embedded();

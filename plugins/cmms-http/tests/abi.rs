@@ -1,6 +1,7 @@
 //! The in-process form: the `extern "C"` entry point `export_plugin!` generates (the symbol the
 //! node finds in `libmillwright_plugin_cmms_http.so`), called here from the rlib the same way
-//! the node calls it after `dlopen`: header, `create`, JSON requests through `handle`, `free`,
+//! the node calls it after `dlopen`: header, `create`, requests through `handle` (MessagePack,
+//! `plugin_sdk::codec`), `free`,
 //! `destroy`. Each instance runs on its own current-thread runtime that only runs during a
 //! call, so this also checks that pooled HTTP connections survive between calls.
 
@@ -11,6 +12,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use millwright_plugin_sdk::abi::{HostCallbacks, MAGIC, PluginHeader, StrRef};
+use millwright_plugin_sdk::codec;
+use millwright_plugin_sdk::context::LogRecord;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use serde_json::json;
 use support::{Cmms, Reply};
@@ -19,17 +22,20 @@ static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 extern "C" fn log(_: *const c_void, _instance: StrRef, record: StrRef) {
     // SAFETY: the plugin lends the record for the duration of the call.
-    let text = unsafe { record.as_str() }.unwrap_or("").to_owned();
+    let bytes = unsafe { record.as_bytes() };
+    let text = codec::decode::<LogRecord>(bytes)
+        .map(|r| r.message)
+        .unwrap_or_default();
     LOGS.lock().unwrap().push(text);
 }
 
 extern "C" fn metric(_: *const c_void, _instance: StrRef, _update: StrRef) {}
 
 fn handle(header: &PluginHeader, instance: *mut c_void, request: &Request) -> Response {
-    let bytes = serde_json::to_vec(request).unwrap();
+    let bytes = codec::encode(request).unwrap();
     let buffer = (header.handle)(instance, StrRef::from_bytes(&bytes));
     // SAFETY: a live buffer the plugin returned; freed right after by the plugin's `free`.
-    let response = serde_json::from_slice(unsafe { buffer.as_bytes() }).unwrap();
+    let response = codec::decode(unsafe { buffer.as_bytes() }).unwrap();
     (header.free)(buffer);
     response
 }
@@ -40,7 +46,7 @@ async fn the_in_process_entry_point_serves_the_plugin() {
     let base_url = cmms.base_url();
     let replies = tokio::task::spawn_blocking(move || {
         // SAFETY: the entry point returns a pointer to a static header.
-        let header = unsafe { &*millwright_plugin_cmms_http::millwright_plugin_entry_v1() };
+        let header = unsafe { &*millwright_plugin_cmms_http::millwright_plugin_entry_v2() };
         assert_eq!(header.magic, MAGIC);
         let callbacks = HostCallbacks {
             ctx: std::ptr::null(),

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use millwright_plugin_sdk::prelude::*;
 use millwright_plugin_sdk::protocol::{Request, Response};
-use millwright_plugin_sdk::stdio::{Frame, read_frame, write_frame};
+use millwright_plugin_sdk::stdio::{
+    Frame, Handshake, read_frame, read_handshake, write_frame, write_handshake,
+};
 use serde_json::json;
 use support::{Cmms, Reply};
 
@@ -40,22 +42,27 @@ async fn the_executable_serves_the_plugin_over_stdio() {
             .expect("the plugin executable starts");
         let mut input = BufWriter::new(child.stdin.take().unwrap());
         let mut output = BufReader::new(child.stdout.take().unwrap());
+        write_handshake(
+            &mut input,
+            &Handshake::Hello {
+                major: millwright_plugin_sdk::manifest::ABI_MAJOR,
+                minor: millwright_plugin_sdk::manifest::ABI_MINOR,
+                instance: Some("cmms".into()),
+                manifest: None,
+            },
+        )
+        .unwrap();
+        input.flush().unwrap();
+        let Some(Handshake::Hello {
+            manifest: Some(manifest),
+            ..
+        }) = read_handshake(&mut output).unwrap()
+        else {
+            panic!("the plugin answers Hello with its manifest")
+        };
         let mut send = |frame: Frame| {
             write_frame(&mut input, &frame).unwrap();
             input.flush().unwrap();
-        };
-        send(Frame::Hello {
-            major: millwright_plugin_sdk::manifest::ABI_MAJOR,
-            minor: millwright_plugin_sdk::manifest::ABI_MINOR,
-            instance: Some("cmms".into()),
-            manifest: None,
-        });
-        let Frame::Hello {
-            manifest: Some(manifest),
-            ..
-        } = next(&mut output)
-        else {
-            panic!("the plugin answers Hello with its manifest")
         };
         let mut replies = Vec::new();
         for (id, request) in [

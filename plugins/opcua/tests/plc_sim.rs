@@ -411,7 +411,9 @@ async fn a_server_that_is_not_there_is_not_connected_and_backs_off() {
 async fn the_executable_serves_the_connector_out_of_process() {
     use millwright_plugin_sdk::manifest::{ABI_MAJOR, ABI_MINOR};
     use millwright_plugin_sdk::protocol::{Request, Response};
-    use millwright_plugin_sdk::stdio::{Frame, read_frame, write_frame};
+    use millwright_plugin_sdk::stdio::{
+        Frame, Handshake, read_frame, read_handshake, write_frame, write_handshake,
+    };
 
     let rig = Rig::start().await;
     let config = rig.config(&rig.sim.endpoint(), &[("count", &rig.press("Count"))]);
@@ -424,9 +426,9 @@ async fn the_executable_serves_the_connector_out_of_process() {
             .expect("the plugin executable starts");
         let mut input = child.stdin.take().unwrap();
         let mut output = std::io::BufReader::new(child.stdout.take().unwrap());
-        write_frame(
+        write_handshake(
             &mut input,
-            &Frame::Hello {
+            &Handshake::Hello {
                 major: ABI_MAJOR,
                 minor: ABI_MINOR,
                 instance: Some("line1".into()),
@@ -434,8 +436,8 @@ async fn the_executable_serves_the_connector_out_of_process() {
             },
         )
         .unwrap();
-        match read_frame(&mut output).unwrap() {
-            Some(Frame::Hello { manifest, .. }) => {
+        match read_handshake(&mut output).unwrap() {
+            Some(Handshake::Hello { manifest, .. }) => {
                 assert_eq!(manifest.expect("a manifest").id, "opcua");
             }
             other => panic!("hello: {other:?}"),
