@@ -33,7 +33,7 @@ fn check_accepts_the_demo_config() {
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.ends_with("demo.toml: ok (node demo, 5 connectors, 0 sims, embedded bus)\n"),
+        stdout.ends_with("demo.toml: ok (node demo, 6 connectors, 0 sims, embedded bus)\n"),
         "{stdout}"
     );
 }

@@ -443,16 +443,20 @@ fail_every = "60ms"
     assert!(!dir.path().join("millwright.lock").exists());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     // The README's first command runs configs/demo.toml; run that file (on free ports, a
     // temp data dir and JSON logs) and check what the README promises a newcomer sees.
+    let dir = tempfile::tempdir().unwrap();
     millwright_tests::build_plugin("sim", false);
     millwright_tests::build_plugin("cmms-http", false);
+    millwright_tests::build_plugin("opcua", false);
+    let mut plc = millwright_plc_sim::PlcSimOptions::new(dir.path().join("pki-plc-sim"));
+    plc.secure = false;
+    let plc = millwright_plc_sim::PlcSim::start(plc).await.unwrap();
     let cmms = millwright_cmms_sim::CmmsSim::start("127.0.0.1:0".parse().unwrap(), &["conveyor4"])
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let demo = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml"),
     )
@@ -462,7 +466,12 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
         .replace("\"0.0.0.0:9090\"", "\"127.0.0.1:0\"")
         .replace("\"data/demo\"", &format!("{:?}", dir.path().join("data")))
         .replace("format = \"human\"", "format = \"json\"")
-        .replace("http://127.0.0.1:8089/api", &cmms.base_url());
+        .replace("http://127.0.0.1:8089/api", &cmms.base_url())
+        .replace("opc.tcp://127.0.0.1:4840/", &plc.endpoint())
+        .replace(
+            "\"data/demo/pki/opcua\"",
+            &format!("{:?}", dir.path().join("pki-opcua")),
+        );
     assert_ne!(
         text, demo,
         "the demo's ports, data dir and log format were found"
@@ -482,6 +491,25 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
     })
     .await
     .expect("live values of press1 on /values");
+    wait_until(SETTLE, || async {
+        node.get("/values").await.is_some_and(|(_, body)| {
+            body.contains("mw.ev.plc1.temperature") && body.contains("mw.ev.plc1.pressure")
+        })
+    })
+    .await
+    .expect("the PLC's values over OPC-UA on /values");
+    let (code, wrote) = node
+        .post_json(
+            "/connectors/plc1/call/write",
+            &serde_json::json!({"node": "ns=2;s=Press.Setpoint", "value": 42.0}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, &wrote["ok"]["status"]),
+        (200, &serde_json::json!("Good")),
+        "{wrote}"
+    );
     let (code, plugins) = node.get("/plugins").await.unwrap();
     assert_eq!(code, 200);
     let plugins: serde_json::Value = serde_json::from_str(&plugins).unwrap();
@@ -498,6 +526,7 @@ async fn the_demo_config_shows_live_data_a_restart_and_a_degraded_machine() {
             ("conveyor4", "out_of_process"),
             ("mixer2", "in_process"),
             ("oven3", "in_process"),
+            ("plc1", "in_process"),
             ("press1", "in_process")
         ],
         "every machine is a sim plugin instance, and the CMMS a connector"

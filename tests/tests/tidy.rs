@@ -108,6 +108,29 @@ fn promised_docs_exist() {
 }
 
 #[test]
+fn every_connector_plugin_has_a_docs_page() {
+    // `plugins/<dir>` is the crate `millwright-plugin-<id>`; its page is docs/connectors/<id>.md
+    // (testkit is the host's test fixture, not a connector anyone deploys).
+    let root = workspace_root();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("plugins")).unwrap() {
+        let dir = entry.unwrap().path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let id = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \"millwright-plugin-"))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{}: not named millwright-plugin-<id>", dir.display()));
+        if id != "testkit" && !root.join(format!("docs/connectors/{id}.md")).is_file() {
+            missing.push(format!("docs/connectors/{id}.md"));
+        }
+    }
+    assert!(missing.is_empty(), "connector pages missing: {missing:?}");
+}
+
+#[test]
 fn ci_runs_exactly_the_readme_test_command() {
     let root = workspace_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
