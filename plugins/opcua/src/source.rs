@@ -274,6 +274,25 @@ pub async fn resolve(
     Ok(out)
 }
 
+/// The filter of every monitored item: a change of status alone (a node going Bad with its
+/// value unchanged) is reported, as is a change of value (beyond the deadband, if any).
+///
+/// Always sent, never left null: the spec makes a null filter mean `StatusValue`, but
+/// async-opcua 0.19's server compares only the values for a null filter, so a node going Bad
+/// with an unchanged value was never reported by it.
+pub fn data_change_filter(absolute: Option<f64>, percent: Option<f64>) -> DataChangeFilter {
+    let (kind, value) = match (absolute, percent) {
+        (Some(v), _) => (DeadbandType::Absolute, v),
+        (None, Some(v)) => (DeadbandType::Percent, v),
+        (None, None) => (DeadbandType::None, 0.0),
+    };
+    DataChangeFilter {
+        trigger: DataChangeTrigger::StatusValue,
+        deadband_type: kind as u32,
+        deadband_value: value,
+    }
+}
+
 /// Creates the subscription and one monitored item per node, then asks for a publish at once.
 ///
 /// # Errors
@@ -318,18 +337,10 @@ pub async fn subscribe(
                 nc.sampling_interval_ms.unwrap_or(cfg.sampling_interval_ms) as f64;
             req.requested_parameters.queue_size = cfg.queue_size.max(1);
             req.requested_parameters.discard_oldest = true;
-            let deadband = match (nc.deadband_absolute, nc.deadband_percent) {
-                (Some(v), _) => Some((DeadbandType::Absolute, v)),
-                (None, Some(v)) => Some((DeadbandType::Percent, v)),
-                _ => None,
-            };
-            if let Some((kind, value)) = deadband {
-                req.requested_parameters.filter = ExtensionObject::from_message(DataChangeFilter {
-                    trigger: DataChangeTrigger::StatusValue,
-                    deadband_type: kind as u32,
-                    deadband_value: value,
-                });
-            }
+            req.requested_parameters.filter = ExtensionObject::from_message(data_change_filter(
+                nc.deadband_absolute,
+                nc.deadband_percent,
+            ));
             req
         })
         .collect();
@@ -414,6 +425,21 @@ mod tests {
         assert_eq!(e.status_code, Some(StatusCode::BadSensorFailure.bits()));
         assert_eq!(e.quality, Quality::Bad);
         assert!(e.source_time.is_some() && e.server_time.is_some());
+    }
+
+    #[test]
+    fn every_item_reports_a_change_of_status_alone() {
+        let f = data_change_filter(None, None);
+        assert_eq!(f.trigger, DataChangeTrigger::StatusValue);
+        assert_eq!(f.deadband_type, DeadbandType::None as u32);
+        let f = data_change_filter(Some(0.5), None);
+        assert_eq!(f.trigger, DataChangeTrigger::StatusValue);
+        assert_eq!(
+            (f.deadband_type, f.deadband_value),
+            (DeadbandType::Absolute as u32, 0.5)
+        );
+        let f = data_change_filter(None, Some(2.0));
+        assert_eq!(f.deadband_type, DeadbandType::Percent as u32);
     }
 
     #[test]

@@ -77,6 +77,35 @@ async fn a_node_going_bad_arrives_as_bad_with_its_full_status_code() {
     host.close().await;
 }
 
+/// Going Bad with the value unchanged, at whatever moment relative to the server's sampling
+/// and publishing: every time, the Bad sample arrives (it was lost when the item had no
+/// explicit StatusValue filter, or when the server held it back past a publishing tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_going_bad_again_and_again_arrives_as_bad_every_time() {
+    let rig = Rig::start().await;
+    let temp = rig.sim.press("Temperature");
+    let mut host = open(rig.config(&rig.sim.endpoint(), &[("temp", &temp.to_string())])).await;
+    connect(&mut host, T).await;
+    for _ in 0..10 {
+        rig.sim.clear_bad(&temp);
+        read_until(&mut host, T, |s| {
+            s.on("temp").iter().any(|e| e.quality == Quality::Good)
+        })
+        .await;
+        rig.sim
+            .set_bad(&temp, StatusCode::BadSensorFailure)
+            .unwrap();
+        let seen = read_until(&mut host, T, |s| {
+            s.on("temp").iter().any(|e| e.quality == Quality::Bad)
+        })
+        .await;
+        let bad = seen.on("temp");
+        let bad = bad.iter().find(|e| e.quality == Quality::Bad).unwrap();
+        assert_eq!(bad.status_code, Some(StatusCode::BadSensorFailure.bits()));
+    }
+    host.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_resumes_after_the_server_restarts_on_the_same_port() {
     let rig = Rig::start().await;

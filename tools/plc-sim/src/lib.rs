@@ -135,7 +135,8 @@ pub enum PlcSimError {
 #[derive(Debug, Default)]
 struct Controls {
     frozen: HashSet<NodeId>,
-    bad: std::collections::HashMap<NodeId, StatusCode>,
+    /// Bad nodes: the status and the value they keep.
+    bad: std::collections::HashMap<NodeId, (StatusCode, Option<Variant>)>,
 }
 
 /// A running simulated PLC. Dropping it stops the server.
@@ -347,23 +348,21 @@ impl PlcSim {
     /// Makes `node` Bad quality with `status` (its value stays); it stays Bad until
     /// [`clear_bad`](Self::clear_bad).
     ///
+    /// Like a PLC reading a failed sensor, the simulator keeps sampling the node: every update
+    /// writes it again (the same value and status, a new timestamp). A subscriber sees one
+    /// change (the status); the later writes are not changes. They are needed: async-opcua's
+    /// server holds back a change that comes sooner than the sampling interval after the last
+    /// one reported, and releases it only on a later write or on a publishing tick past the
+    /// held value's time; if the tick comes first, the item is not looked at again until the
+    /// next write, so a single write of the Bad value could stay held forever.
+    ///
     /// # Errors
     /// The node does not exist.
     pub fn set_bad(&self, node: &NodeId, status: StatusCode) -> Result<(), StatusCode> {
         let mut c = self.controls.lock();
-        c.bad.insert(node.clone(), status);
         let current = self.read(node)?;
-        let now = DateTime::now();
-        self.write(
-            node,
-            DataValue {
-                value: current.value,
-                status: Some(status),
-                source_timestamp: Some(now),
-                server_timestamp: Some(now),
-                ..Default::default()
-            },
-        )
+        c.bad.insert(node.clone(), (status, current.value.clone()));
+        self.write(node, bad_value(current.value, status, DateTime::now()))
     }
 
     /// Ends a [`set_bad`](Self::set_bad).
@@ -440,6 +439,17 @@ impl Drop for PlcSim {
         if let Some(s) = self.server.take() {
             s.abort();
         }
+    }
+}
+
+/// `value` with Bad `status`, sampled at `now`.
+fn bad_value(value: Option<Variant>, status: StatusCode, now: DateTime) -> DataValue {
+    DataValue {
+        value,
+        status: Some(status),
+        source_timestamp: Some(now),
+        server_timestamp: Some(now),
+        ..Default::default()
     }
 }
 
@@ -537,6 +547,10 @@ async fn update_loop(
                     let v = (t / 10.0 + i as f64 * 0.1).sin() * 100.0;
                     updates.push((id, dv(Variant::Double(v))));
                 }
+            }
+            // Bad nodes are sampled too: the same value and status (see `PlcSim::set_bad`).
+            for (id, (status, value)) in &c.bad {
+                updates.push((id, bad_value(value.clone(), *status, now)));
             }
         }
         let _ = manager.set_values(
