@@ -18,14 +18,9 @@
 //! Libraries are never unloaded: code and statics of a plugin may be referenced by threads or
 //! destructors the host cannot see, so a loaded library lives until the process exits.
 //!
-//! Each instance has a thread of its own (`mw-plugin-<instance>`) that makes its calls into the
-//! library, one request at a time, in order: the connector actor hands it the encoded request
-//! and awaits the answer, so no tokio worker of the node ever blocks in plugin code (the plugin
-//! runs its own runtime inside the call). The hand-off costs a thread wake-up per call, far
-//! less than `block_in_place`, which moved the worker's other tasks to a new thread on every
-//! call. Dropping the transport ends the thread after its current call, and the instance is
-//! destroyed on it; a plugin that never returns keeps its thread (the instance is restarted on
-//! a new one).
+//! Each request blocks the calling thread while the plugin works (`block_in_place` on a
+//! multi-threaded runtime, the blocking pool otherwise; the plugin runs its own runtime inside
+//! the call); one request at a time per instance.
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
@@ -256,15 +251,9 @@ impl Drop for Live {
     }
 }
 
-/// One request for an instance's thread, and where its answer goes.
-type Job = (
-    Vec<u8>,
-    tokio::sync::oneshot::Sender<Result<Response, codec::CodecError>>,
-);
-
 /// A [`Transport`] to one instance of an in-process plugin.
 pub struct DylibTransport {
-    jobs: std::sync::mpsc::Sender<Job>,
+    live: Option<Live>,
     plugin: String,
 }
 
@@ -277,11 +266,10 @@ impl std::fmt::Debug for DylibTransport {
 }
 
 impl DylibTransport {
-    /// A new instance `instance` of `plugin`, with its thread.
+    /// A new instance `instance` of `plugin`.
     ///
     /// # Errors
-    /// [`TransportError::Gone`] when the plugin could not make the instance or the thread
-    /// could not start.
+    /// [`TransportError::Gone`] when the plugin could not make the instance.
     pub fn new(plugin: &LoadedPlugin, instance: &str) -> Result<Self, TransportError> {
         let host = Box::new(NodeHost {
             plugin: plugin.manifest.id.clone(),
@@ -301,57 +289,54 @@ impl DylibTransport {
                 plugin.manifest.id
             )));
         }
-        let live = Live {
-            header: plugin.header,
-            instance: raw,
-            callbacks,
-        };
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name(format!("mw-plugin-{instance}"))
-            .spawn(move || serve_instance(live, &queue))
-            .map_err(|e| {
-                TransportError::Gone(format!(
-                    "cannot start the thread of instance {instance}: {e}"
-                ))
-            })?;
         Ok(Self {
-            jobs,
+            live: Some(Live {
+                header: plugin.header,
+                instance: raw,
+                callbacks,
+            }),
             plugin: plugin.manifest.id.clone(),
         })
     }
 }
 
-/// An instance's thread: one call into the library per job, until the transport is dropped;
-/// then the instance is destroyed here.
-fn serve_instance(live: Live, queue: &std::sync::mpsc::Receiver<Job>) {
-    while let Ok((body, reply)) = queue.recv() {
-        let buffer = (live.header.handle)(live.instance, StrRef::from_bytes(&body));
-        // SAFETY: a buffer the plugin just returned; freed right after.
-        let answer = codec::decode::<Response>(unsafe { buffer.as_bytes() });
-        (live.header.free)(buffer);
-        let _ = reply.send(answer);
-    }
-    drop(live);
-}
-
 impl Transport for DylibTransport {
     fn request(&mut self, request: Request) -> BoxFuture<'_, Result<Response, TransportError>> {
         Box::pin(async move {
+            let live = self
+                .live
+                .take()
+                .ok_or_else(|| TransportError::Gone("an earlier call did not return".to_owned()))?;
             let body = codec::encode(&request)
-                .map_err(|e| TransportError::Gone(format!("cannot encode the request: {e}")))?;
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            self.jobs
-                .send((body, reply))
-                .map_err(|_| TransportError::Gone("the instance's thread has ended".to_owned()))?;
-            match answer.await {
-                Ok(answer) => {
-                    answer.map_err(|e| TransportError::Gone(format!("unreadable answer: {e}")))
+                .map_err(|e| TransportError::Gone(format!("cannot encode the request: {e}")));
+            let body = match body {
+                Ok(body) => body,
+                Err(e) => {
+                    self.live = Some(live);
+                    return Err(e);
                 }
-                Err(_) => Err(TransportError::Gone(
-                    "the instance's thread ended during the call".to_owned(),
-                )),
-            }
+            };
+            let call = move || {
+                let buffer = (live.header.handle)(live.instance, StrRef::from_bytes(&body));
+                // SAFETY: a buffer the plugin just returned; freed right after.
+                let answer = codec::decode::<Response>(unsafe { buffer.as_bytes() });
+                (live.header.free)(buffer);
+                (live, answer)
+            };
+            // The call blocks this thread while the plugin works. On a multi-threaded runtime
+            // `block_in_place` lets the other tasks move away, without the hand-off to the
+            // blocking pool (tens of microseconds per call); elsewhere, the blocking pool.
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let (live, answer) = if multi_thread {
+                tokio::task::block_in_place(call)
+            } else {
+                tokio::task::spawn_blocking(call)
+                    .await
+                    .map_err(|e| TransportError::Gone(format!("the plugin call failed: {e}")))?
+            };
+            self.live = Some(live);
+            answer.map_err(|e| TransportError::Gone(format!("unreadable answer: {e}")))
         })
     }
 }
