@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use millwright_plc_sim::{PASSWORD, PlcSim, USER};
 use millwright_plugin_opcua::session::fingerprints;
 use millwright_plugin_sdk::prelude::*;
+use millwright_tests::fault_proxy::{FaultProxy, Mode};
 use opcua::types::StatusCode;
 use serde_json::json;
-use support::fault_proxy::{FaultProxy, Mode};
 use support::{Rig, call, connect, open, read_until};
 
 const T: Duration = Duration::from_secs(15);

@@ -2,8 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod fault_proxy;
-
 use std::time::{Duration, Instant};
 
 use millwright_plc_sim::{PlcSim, PlcSimOptions};
