@@ -190,7 +190,7 @@ fn main() {
             ("static (linked in)", source.linked()),
             (
                 "in-process (cdylib)",
-                Box::new(DylibTransport::new(&loaded, "b").unwrap()),
+                Box::new(DylibTransport::new(&loaded, "b", Duration::from_secs(30)).unwrap()),
             ),
             (
                 "out of process",
@@ -257,7 +257,11 @@ fn main() {
                 ),
                 (
                     "in-process (cdylib)",
-                    plugin_host::transport_factory(Arc::new(loaded.clone()), "b".into()),
+                    plugin_host::transport_factory(
+                        Arc::new(loaded.clone()),
+                        "b".into(),
+                        Duration::from_secs(30),
+                    ),
                 ),
                 (
                     "out of process",

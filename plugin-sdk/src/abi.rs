@@ -1,45 +1,69 @@
 //! The in-process boundary: what a plugin `cdylib` exports and how the host calls it.
 //!
-//! Nothing Rust-ABI crosses it. A plugin library exports one `extern "C"` function,
-//! [`ENTRY_SYMBOL`] (`millwright_plugin_entry_v2`: the ABI major is in the name, so a host never
-//! even finds the entry of another major), which returns a pointer to a static, frozen
-//! `#[repr(C)]` [`PluginHeader`]: a magic number, the ABI major and minor, the header's size,
-//! the SDK and rustc versions, the target, the panic strategy, then `extern "C"` function
-//! pointers. New function pointers are only ever appended; `header_size` tells the host which
-//! ones a plugin has.
+//! Nothing Rust-ABI crosses it. A plugin library exports one static, frozen `#[repr(C)]`
+//! [`PluginHeader`] under the data symbol [`HEADER_SYMBOL`] (`millwright_plugin_header_v3`:
+//! the ABI major is in the name, so a host never even finds the header of another major): a
+//! magic number, the ABI major and minor, the header's size, the SDK and rustc versions, the
+//! target, the panic strategy, then `extern "C"` function pointers. The host reads and checks
+//! all of it before it calls any plugin code (the header is data, not a function). New
+//! function pointers are only ever appended; `header_size` tells the host which ones a plugin
+//! has.
 //!
-//! Messages are the [`Request`]s and [`Response`]s of [`protocol`](crate::protocol), encoded
-//! with [`codec`] (MessagePack; ABI 1 used JSON), and so are the log records and metric
-//! updates of [`HostCallbacks`]; the manifest is JSON (the host reads it before it trusts the
-//! plugin's versions). Buffers are owned by the side that allocated them and freed
-//! by that side: a response buffer comes back to the plugin through [`PluginHeader::free`];
-//! requests and callbacks only lend bytes for the duration of the call.
+//! Messages are the [`Request`](crate::protocol::Request)s and
+//! [`Response`](crate::protocol::Response)s of [`protocol`](crate::protocol), encoded with
+//! [`codec`](crate::codec) (MessagePack; ABI 1 used JSON), and so are the log records and
+//! metric updates of [`HostCallbacks`]; the manifest is JSON (the host reads it before it
+//! trusts the plugin's versions). Buffers are owned by the side that allocated them and freed by
+//! that side: an answer comes back to the plugin through [`PluginHeader::free`]; requests and
+//! callbacks only lend bytes for the duration of the call.
 //!
-//! Every entry point runs under `catch_unwind`. A panic inside a connector poisons the
-//! instance (every later request is answered with [`ConnectorError::Fatal`]) and is reported as
+//! # Calls never block the host
+//!
+//! [`PluginHeader::start`] hands a request over and returns at once (ABI 3; ABI 2's `handle`
+//! blocked the calling thread for the whole request). The plugin polls the request's future
+//! once, on the caller's thread, inside its own runtime's context:
+//!
+//! - if it is done (a source with events ready, an ack, most calls), the answer comes back in
+//!   [`Started`] and no thread is woken: the cost of a call is the encoding and the poll;
+//! - if it has to wait (for a peer, a timer, a lock), the plugin moves the future to its own
+//!   runtime and returns "pending"; when it finishes, the plugin calls the host's
+//!   [`Completion`] with the answer, from its runtime's thread.
+//!
+//! So a plugin that waits never holds a thread of the node, and the host can give up on a call
+//! that takes too long (the node's `call_timeout`) and restart the instance, as it does out of
+//! process. What a plugin must not do is block a thread without awaiting (a synchronous
+//! `std::thread::sleep` or blocking I/O in an `async fn`): its first poll runs on the node's
+//! thread. Use `tokio::task::spawn_blocking` for blocking work, as in any async code.
+//!
+//! Every entry point and every poll runs under `catch_unwind`. A panic inside a connector
+//! poisons the instance (every later request is answered with
+//! [`ConnectorError::Fatal`](crate::connector::ConnectorError::Fatal)) and is reported as
 //! `Fatal` itself, so the host's supervisor restarts the instance; it never unwinds into the
-//! host. Each instance owns a current-thread tokio runtime (a `Handle` is not shareable across
-//! dynamic libraries). Logs and metrics reach the host through [`HostCallbacks`].
+//! host. Each instance owns a tokio runtime with one worker thread (a `Handle` is not shareable
+//! across dynamic libraries), which runs the instance's waiting requests and its spawned tasks
+//! between calls. Logs and metrics reach the host through [`HostCallbacks`].
 //!
-//! Export a plugin with [`export_plugin!`](crate::export_plugin).
+//! The plugin side is [`export_plugin!`](crate::export_plugin) (over [`plugin_side`]); the
+//! host side is [`host::HostedInstance`], which the node and the plugins' own tests use.
+
+pub mod host;
+#[doc(hidden)]
+pub mod plugin_side;
 
 use std::ffi::c_void;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 
-use crate::codec;
-use crate::connector::{ConnectorError, Plugin};
-use crate::context::{Context, Host, LogRecord, MetricUpdate};
-use crate::manifest::{self, Manifest};
-use crate::protocol::{Adapter, Request, Response, VTable};
+use crate::manifest;
 
 /// `"MWPLUGIN"`: the first field of every header.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"MWPLUGIN");
-/// The exported entry function's name (the ABI major is part of it).
-pub const ENTRY_SYMBOL: &str = "millwright_plugin_entry_v2";
-/// The prefix of the entry symbol of any ABI major, for telling a user which major a
-/// library was built for.
-pub const ENTRY_SYMBOL_PREFIX: &str = "millwright_plugin_entry_v";
+/// The exported header's symbol (the ABI major is part of it).
+pub const HEADER_SYMBOL: &str = "millwright_plugin_header_v3";
+/// The prefix of the header symbol of any ABI major from 3 on, for telling a user which major
+/// a library was built for.
+pub const HEADER_SYMBOL_PREFIX: &str = "millwright_plugin_header_v";
+/// The prefix of the entry *function* that ABI 1 and 2 exported instead of a header symbol
+/// (`millwright_plugin_entry_v2`), recognised only to name the major in a refusal.
+pub const LEGACY_ENTRY_PREFIX: &str = "millwright_plugin_entry_v";
 /// The rustc that built this SDK (and so the plugin linking it).
 pub const RUSTC_VERSION: &str = env!("MW_RUSTC_VERSION");
 
@@ -144,7 +168,13 @@ impl OwnedBuffer {
 }
 
 /// What the host lends a plugin instance: where its logs and metrics go. The records are
-/// [`LogRecord`] and [`MetricUpdate`] encoded with [`codec`].
+/// [`LogRecord`](crate::context::LogRecord) and [`MetricUpdate`](crate::context::MetricUpdate)
+/// encoded with [`codec`](crate::codec).
+///
+/// The plugin may call `log` and `metric` from any thread until it calls `release`, which it
+/// does exactly once for every `create` it was given these callbacks in (also when `create`
+/// fails), after its last use of `ctx`: that can be after `destroy`, while the instance's last
+/// tasks wind down.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct HostCallbacks {
@@ -154,15 +184,57 @@ pub struct HostCallbacks {
     pub log: extern "C" fn(ctx: *const c_void, instance: StrRef, record: StrRef),
     /// A metric update from `instance`.
     pub metric: extern "C" fn(ctx: *const c_void, instance: StrRef, update: StrRef),
+    /// The plugin will not use `ctx` again.
+    pub release: extern "C" fn(ctx: *const c_void),
 }
 
-/// The frozen header a plugin library exports. Fields are only ever appended.
+/// Where a plugin delivers the answer to a request that had to wait: `complete(ctx, answer)`,
+/// exactly once, from any thread. The answer is the plugin's buffer (give it back to
+/// [`PluginHeader::free`]).
+#[repr(C)]
+#[derive(Debug)]
+pub struct Completion {
+    /// The host's pointer for this one request.
+    pub ctx: *mut c_void,
+    /// The answer, a [`Response`](crate::protocol::Response) encoded with
+    /// [`codec`](crate::codec).
+    pub complete: extern "C" fn(ctx: *mut c_void, answer: OwnedBuffer),
+}
+
+/// What [`PluginHeader::start`] returns.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Started {
+    /// 1: the answer is in `answer` and the [`Completion`] will never be called. 0: `answer`
+    /// is empty and the completion will be called exactly once.
+    pub ready: u32,
+    /// The answer when `ready` is 1 (give it back to [`PluginHeader::free`]).
+    pub answer: OwnedBuffer,
+}
+
+impl Started {
+    /// Answered at once.
+    pub fn ready(answer: OwnedBuffer) -> Self {
+        Self { ready: 1, answer }
+    }
+
+    /// The answer will come through the completion.
+    pub fn pending() -> Self {
+        Self {
+            ready: 0,
+            answer: OwnedBuffer::from_vec(Vec::new()),
+        }
+    }
+}
+
+/// The frozen header a plugin library exports as [`HEADER_SYMBOL`]. Fields are only ever
+/// appended.
 #[repr(C)]
 #[derive(Debug)]
 pub struct PluginHeader {
     /// [`MAGIC`].
     pub magic: u64,
-    /// The ABI major (also in the entry symbol's name).
+    /// The ABI major (also in the symbol's name).
     pub abi_major: u32,
     /// The ABI minor.
     pub abi_minor: u32,
@@ -176,14 +248,20 @@ pub struct PluginHeader {
     pub rustc_version: StrRef,
     /// `<arch>-<os>`.
     pub target: StrRef,
-    /// The [`Manifest`] as JSON.
+    /// The [`Manifest`](crate::manifest::Manifest) as JSON.
     pub manifest: extern "C" fn() -> OwnedBuffer,
-    /// A new instance named `instance`, logging through `host` (which must outlive it); null
-    /// if it could not be made.
+    /// A new instance named `instance`, logging through `host` (see [`HostCallbacks`] for how
+    /// long the plugin uses it); null if it could not be made.
     pub create: extern "C" fn(host: *const HostCallbacks, instance: StrRef) -> *mut c_void,
-    /// One [`Request`] in, one [`Response`] out, both encoded with [`codec`].
-    pub handle: extern "C" fn(instance: *mut c_void, request: StrRef) -> OwnedBuffer,
-    /// Ends an instance.
+    /// Starts one request (encoded with [`codec`](crate::codec)) and returns without
+    /// blocking: the answer at once, or later through `completion` (see [`Started`]). One
+    /// request at a time per instance: the host starts the next after the previous answered
+    /// (or after it gave up on it: a later request then waits for the earlier one inside the
+    /// plugin).
+    pub start:
+        extern "C" fn(instance: *mut c_void, request: StrRef, completion: Completion) -> Started,
+    /// Ends an instance without waiting for it: its requests still running are dropped on its
+    /// runtime (each answered through its completion with an error), then the runtime stops.
     pub destroy: extern "C" fn(instance: *mut c_void),
     /// Frees a buffer this plugin returned.
     pub free: extern "C" fn(buffer: OwnedBuffer),
@@ -192,14 +270,11 @@ pub struct PluginHeader {
 // SAFETY: the header is immutable static data: its pointers are to static text and functions.
 unsafe impl Sync for PluginHeader {}
 
-/// The signature of the entry symbol.
-pub type EntryFn = unsafe extern "C" fn() -> *const PluginHeader;
-
 /// The header every export uses (the macro fills in the functions).
 pub const fn header(
     manifest: extern "C" fn() -> OwnedBuffer,
     create: extern "C" fn(*const HostCallbacks, StrRef) -> *mut c_void,
-    handle: extern "C" fn(*mut c_void, StrRef) -> OwnedBuffer,
+    start: extern "C" fn(*mut c_void, StrRef, Completion) -> Started,
     destroy: extern "C" fn(*mut c_void),
 ) -> PluginHeader {
     PluginHeader {
@@ -213,7 +288,7 @@ pub const fn header(
         target: StrRef::from_static(TARGET),
         manifest,
         create,
-        handle,
+        start,
         destroy,
         free,
     }
@@ -228,219 +303,50 @@ pub extern "C" fn free(buffer: OwnedBuffer) {
     drop(unsafe { buffer.into_vec() });
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-/// The manifest of `P`, as the header's `manifest` returns it.
-pub fn manifest<P: Plugin>(vtable: &'static VTable<P>) -> OwnedBuffer {
-    let json = catch_unwind(|| serde_json::to_vec(&Manifest::of(vtable)).unwrap_or_default())
-        .unwrap_or_default();
-    OwnedBuffer::from_vec(json)
-}
-
-struct FfiHost(HostCallbacks);
-
-// SAFETY: the host promises (see `PluginHeader::create`) that its callbacks may be called
-// from any thread for as long as the instance lives.
-unsafe impl Send for FfiHost {}
-// SAFETY: as above.
-unsafe impl Sync for FfiHost {}
-
-impl Host for FfiHost {
-    fn log(&self, instance: &str, record: LogRecord) {
-        let Ok(bytes) = codec::encode(&record) else {
-            return;
-        };
-        (self.0.log)(
-            self.0.ctx,
-            StrRef::from_bytes(instance.as_bytes()),
-            StrRef::from_bytes(&bytes),
-        );
-    }
-
-    fn metric(&self, instance: &str, update: MetricUpdate) {
-        let Ok(bytes) = codec::encode(&update) else {
-            return;
-        };
-        (self.0.metric)(
-            self.0.ctx,
-            StrRef::from_bytes(instance.as_bytes()),
-            StrRef::from_bytes(&bytes),
-        );
-    }
-}
-
-/// One instance behind the boundary.
-struct Instance<P: Plugin> {
-    adapter: Adapter<P>,
-    runtime: tokio::runtime::Runtime,
-    poisoned: Option<String>,
-    /// The size of the last response, to allocate the next one at once (no regrowth).
-    last_len: usize,
-    /// Cancels the instance's context when `destroy` drops it.
-    _cancel: crate::context::CancelHandle,
-}
-
-/// The header's `create` for `P`.
-///
-/// # Safety
-/// `host` must point to callbacks that outlive the instance.
-pub unsafe fn create<P: Plugin>(
-    vtable: &'static VTable<P>,
-    host: *const HostCallbacks,
-    instance: StrRef,
-) -> *mut c_void {
-    if host.is_null() {
-        return std::ptr::null_mut();
-    }
-    // SAFETY: the host lends the callbacks for the instance's life (caller).
-    let callbacks = unsafe { *host };
-    // SAFETY: the name is lent for the duration of this call.
-    let name = unsafe { instance.as_str() }.unwrap_or("unnamed").to_owned();
-    catch_unwind(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        let (ctx, cancel) = Context::new(
-            P::ID,
-            &name,
-            serde_json::Value::Null,
-            Arc::new(FfiHost(callbacks)),
-        );
-        let instance = Instance {
-            adapter: Adapter::new(vtable, ctx),
-            runtime,
-            poisoned: None,
-            last_len: 0,
-            _cancel: cancel,
-        };
-        Some(Box::into_raw(Box::new(instance)).cast::<c_void>())
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(std::ptr::null_mut())
-}
-
-fn respond(response: &Response) -> OwnedBuffer {
-    respond_sized(response, 0)
-}
-
-/// As [`respond`], into a buffer of at least `capacity` bytes.
-fn respond_sized(response: &Response, capacity: usize) -> OwnedBuffer {
-    let mut buf = Vec::with_capacity(capacity.max(256));
-    let bytes = codec::encode_into(&mut buf, response)
-        .map(|()| buf)
-        .or_else(|e| {
-            codec::encode(&Response::Error {
-                error: ConnectorError::Fatal(format!("the plugin's answer cannot be encoded: {e}")),
-            })
-        });
-    OwnedBuffer::from_vec(bytes.unwrap_or_default())
-}
-
-/// The header's `handle` for `P`.
-///
-/// # Safety
-/// `instance` must come from [`create`] for the same `P` and not be destroyed; `request` is
-/// lent for the call.
-pub unsafe fn handle<P: Plugin>(instance: *mut c_void, request: StrRef) -> OwnedBuffer {
-    if instance.is_null() {
-        return respond(&Response::Error {
-            error: ConnectorError::Fatal("no such instance".to_owned()),
-        });
-    }
-    // SAFETY: made by `create::<P>` and alive (caller); the host calls one request at a time.
-    let inst = unsafe { &mut *instance.cast::<Instance<P>>() };
-    if let Some(why) = &inst.poisoned {
-        return respond(&Response::Error {
-            error: ConnectorError::Fatal(format!("instance poisoned by an earlier panic: {why}")),
-        });
-    }
-    // SAFETY: lent for the duration of this call.
-    let bytes = unsafe { request.as_bytes() };
-    let request: Request = match codec::decode(bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return respond(&Response::Error {
-                error: ConnectorError::Fatal(format!("unreadable request: {e}")),
-            });
-        }
-    };
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        inst.runtime.block_on(inst.adapter.handle(request))
-    }));
-    match outcome {
-        Ok(response) => {
-            let buffer = respond_sized(&response, inst.last_len);
-            // A little over the largest recent size, decaying slowly: batches (between small
-            // acks) are encoded into one allocation each, without regrowth.
-            inst.last_len = (buffer.len + buffer.len / 8).max(inst.last_len - inst.last_len / 16);
-            buffer
-        }
-        Err(panic) => {
-            let why = panic_message(panic.as_ref());
-            inst.poisoned = Some(why.clone());
-            respond(&Response::Error {
-                error: ConnectorError::Fatal(format!("plugin {} panicked: {why}", P::ID)),
-            })
-        }
-    }
-}
-
-/// The header's `destroy` for `P`.
-///
-/// # Safety
-/// `instance` must come from [`create`] for the same `P`, once.
-pub unsafe fn destroy<P: Plugin>(instance: *mut c_void) {
-    if instance.is_null() {
-        return;
-    }
-    // SAFETY: made by `create::<P>` (caller), destroyed once.
-    let inst = unsafe { Box::from_raw(instance.cast::<Instance<P>>()) };
-    // A connector that panics while being dropped must not unwind into the host.
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(inst)));
-}
-
 /// Exports a plugin from a `cdylib`: `export_plugin!(VTABLE_STATIC, PluginType);`.
 ///
-/// Generates the `extern "C"` entry symbol [`ENTRY_SYMBOL`] returning the static header.
+/// Generates the static header [`HEADER_SYMBOL`] (`millwright_plugin_header_v3`), whose
+/// functions are [`plugin_side`]'s for the plugin type.
 #[macro_export]
 macro_rules! export_plugin {
     ($vtable:expr, $ty:ty) => {
-        /// The plugin's entry point (see `millwright_plugin_sdk::abi`).
-        #[unsafe(no_mangle)]
-        pub extern "C" fn millwright_plugin_entry_v2() -> *const $crate::abi::PluginHeader {
-            extern "C" fn manifest() -> $crate::abi::OwnedBuffer {
-                $crate::abi::manifest::<$ty>($vtable)
+        #[doc(hidden)]
+        mod __millwright_plugin_export {
+            use super::*;
+
+            pub(super) extern "C" fn manifest() -> $crate::abi::OwnedBuffer {
+                $crate::abi::plugin_side::manifest::<$ty>($vtable)
             }
-            extern "C" fn create(
+            pub(super) extern "C" fn create(
                 host: *const $crate::abi::HostCallbacks,
                 instance: $crate::abi::StrRef,
             ) -> *mut ::std::ffi::c_void {
                 // SAFETY: the host honours `PluginHeader::create`'s contract.
-                unsafe { $crate::abi::create::<$ty>($vtable, host, instance) }
+                unsafe { $crate::abi::plugin_side::create::<$ty>($vtable, host, instance) }
             }
-            extern "C" fn handle(
+            pub(super) extern "C" fn start(
                 instance: *mut ::std::ffi::c_void,
                 request: $crate::abi::StrRef,
-            ) -> $crate::abi::OwnedBuffer {
-                // SAFETY: the host honours `PluginHeader::handle`'s contract.
-                unsafe { $crate::abi::handle::<$ty>(instance, request) }
+                completion: $crate::abi::Completion,
+            ) -> $crate::abi::Started {
+                // SAFETY: the host honours `PluginHeader::start`'s contract.
+                unsafe { $crate::abi::plugin_side::start::<$ty>(instance, request, completion) }
             }
-            extern "C" fn destroy(instance: *mut ::std::ffi::c_void) {
+            pub(super) extern "C" fn destroy(instance: *mut ::std::ffi::c_void) {
                 // SAFETY: the host honours `PluginHeader::destroy`'s contract.
-                unsafe { $crate::abi::destroy::<$ty>(instance) }
+                unsafe { $crate::abi::plugin_side::destroy::<$ty>(instance) }
             }
-            static HEADER: $crate::abi::PluginHeader =
-                $crate::abi::header(manifest, create, handle, destroy);
-            &HEADER
         }
+
+        /// The plugin's header (see `millwright_plugin_sdk::abi`).
+        #[unsafe(no_mangle)]
+        #[allow(non_upper_case_globals, reason = "the ABI's symbol name")]
+        pub static millwright_plugin_header_v3: $crate::abi::PluginHeader = $crate::abi::header(
+            __millwright_plugin_export::manifest,
+            __millwright_plugin_export::create,
+            __millwright_plugin_export::start,
+            __millwright_plugin_export::destroy,
+        );
     };
 }
 
@@ -449,10 +355,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_entry_symbol_names_the_abi_major() {
+    fn the_header_symbol_names_the_abi_major() {
         assert_eq!(
-            ENTRY_SYMBOL,
-            format!("{ENTRY_SYMBOL_PREFIX}{}", manifest::ABI_MAJOR)
+            HEADER_SYMBOL,
+            format!("{HEADER_SYMBOL_PREFIX}{}", manifest::ABI_MAJOR)
         );
     }
 }

@@ -18,9 +18,11 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 ///
 /// The encoding of the messages is part of it: ABI 1 carried JSON requests and responses;
 /// ABI 2 carries MessagePack ([`codec`](crate::codec)), with the envelope's id and times in
-/// binary. The manifest and the stdio handshake are JSON in both, so each side can still read
-/// the other's versions and refuse with a message that names them.
-pub const ABI_MAJOR: u32 = 2;
+/// binary; ABI 3 exports the in-process header as data (read before any plugin code runs) and
+/// replaces its blocking `handle` with a `start` that answers at once or calls back
+/// ([`abi`](crate::abi)). The manifest and the stdio handshake are JSON in all of them, so each
+/// side can still read the other's versions and refuse with a message that names them.
+pub const ABI_MAJOR: u32 = 3;
 /// The minor version: a host accepts plugins with a minor at most its own (additions only).
 pub const ABI_MINOR: u32 = 0;
 

@@ -5,33 +5,36 @@
 //! found, the versions supported and the fix:
 //!
 //! 1. `dlopen` the file (not a shared library: [`PluginError::NotALibrary`]);
-//! 2. find the entry symbol of *our* ABI major (`millwright_plugin_entry_v2`); if it is missing,
-//!    look for another major's to say which one the plugin was built for
-//!    ([`PluginError::WrongAbi`]), else [`PluginError::NoEntry`];
-//! 3. read the static header (no plugin code beyond the entry function runs for this): magic,
-//!    ABI minor, header size, target, panic strategy, SDK and rustc versions;
-//! 4. only then call the plugin's `manifest` and parse it (JSON).
+//! 2. find the header symbol of *our* ABI major (`millwright_plugin_header_v3`); if it is
+//!    missing, look for another major's (or the entry function of ABI 1 and 2) to say which one
+//!    the plugin was built for ([`PluginError::WrongAbi`]), else [`PluginError::NoEntry`];
+//! 3. read the static header, which is data: no plugin code runs before these checks pass:
+//!    magic, ABI minor, header size, target, panic strategy, SDK and rustc versions;
+//! 4. only then call the plugin's `manifest` (its first code to run, under `catch_unwind`) and
+//!    parse it (JSON).
 //!
 //! Requests, responses, log records and metric updates cross as MessagePack
-//! (`millwright_plugin_sdk::codec`); a plugin of ABI 1 (JSON messages) is refused at step 2.
+//! (`millwright_plugin_sdk::codec`); plugins of ABI 1 (JSON messages) and 2 (a blocking
+//! `handle`) are refused at step 2.
 //!
 //! Libraries are never unloaded: code and statics of a plugin may be referenced by threads or
 //! destructors the host cannot see, so a loaded library lives until the process exits.
 //!
-//! Each request blocks the calling thread while the plugin works (`block_in_place` on a
-//! multi-threaded runtime, the blocking pool otherwise; the plugin runs its own runtime inside
-//! the call); one request at a time per instance.
+//! Requests do not block the node's threads ([`HostedInstance`]): the plugin answers at once
+//! when it can, and otherwise finishes on its own runtime and calls back. A request that takes
+//! longer than the connector's `call_timeout` fails with [`TransportError::Timeout`], so the
+//! supervisor restarts the instance, in process as out of process; one request at a time per
+//! instance.
 
-use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use millwright_actors::connector::{BoxFuture, NodeHost, Transport, TransportError};
+use millwright_plugin_sdk::abi::host::HostedInstance;
 use millwright_plugin_sdk::abi::{
-    self, ENTRY_SYMBOL, ENTRY_SYMBOL_PREFIX, EntryFn, HostCallbacks, MAGIC, PluginHeader, StrRef,
+    self, HEADER_SYMBOL, HEADER_SYMBOL_PREFIX, LEGACY_ENTRY_PREFIX, MAGIC, PluginHeader,
 };
-use millwright_plugin_sdk::codec;
-use millwright_plugin_sdk::context::{Host, LogRecord, MetricUpdate};
 use millwright_plugin_sdk::manifest::{self, ABI_MAJOR, ABI_MINOR, Manifest, SDK_VERSION};
 use millwright_plugin_sdk::protocol::{Request, Response};
 
@@ -51,7 +54,7 @@ pub enum PluginError {
     },
     /// A shared library without a Millwright entry symbol.
     #[error(
-        "{path}: not a plugin: it has no `{ENTRY_SYMBOL}` symbol; export the plugin with `millwright_plugin_sdk::export_plugin!`"
+        "{path}: not a plugin: it has no `{HEADER_SYMBOL}` symbol; export the plugin with `millwright_plugin_sdk::export_plugin!`"
     )]
     NoEntry {
         /// The file.
@@ -104,17 +107,18 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginError> {
         })?;
     // Never unloaded (see the module docs).
     let library: &'static libloading::Library = Box::leak(Box::new(library));
-    // SAFETY: the symbol's type is fixed by the ABI whose major is in its name.
-    let entry = match unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) } {
-        Ok(entry) => entry,
+    // SAFETY: only the symbol's address is taken: the header is static data, nothing runs.
+    let header = match unsafe { library.get::<*const PluginHeader>(HEADER_SYMBOL) } {
+        Ok(symbol) => *symbol,
         Err(_) => {
-            let other = (0..=9)
-                .filter(|m| *m != ABI_MAJOR)
-                // SAFETY: only looks the symbol up; it is not called.
-                .find(|m| {
-                    unsafe { library.get::<EntryFn>(format!("{ENTRY_SYMBOL_PREFIX}{m}").as_str()) }
-                        .is_ok()
-                });
+            let other = (0..=9).filter(|m| *m != ABI_MAJOR).find(|m| {
+                [HEADER_SYMBOL_PREFIX, LEGACY_ENTRY_PREFIX]
+                    .iter()
+                    .any(|prefix| {
+                        // SAFETY: only looks the symbol up; it is neither read nor called.
+                        unsafe { library.get::<*const ()>(format!("{prefix}{m}").as_str()) }.is_ok()
+                    })
+            });
             return Err(match other {
                 Some(m) => PluginError::WrongAbi {
                     path,
@@ -124,13 +128,12 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginError> {
             });
         }
     };
-    // SAFETY: the entry function of our ABI major returns a pointer to a static header or null.
-    let header = unsafe { entry() };
-    // SAFETY: non-null headers are static data (checked for the magic before any other use).
+    // SAFETY: the symbol of our ABI major is a static header (checked for the magic before any
+    // other use).
     let Some(header) = (unsafe { header.as_ref() }) else {
         return Err(incompatible(
             &path,
-            "its entry returned no header; rebuild it with millwright-plugin-sdk".to_owned(),
+            "its header symbol is null; rebuild it with millwright-plugin-sdk".to_owned(),
         ));
     };
     check_header(&path, header)?;
@@ -210,92 +213,47 @@ fn check_header(path: &Path, h: &PluginHeader) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// The node's callbacks for one instance: forwards to a [`NodeHost`].
-struct Callbacks {
-    raw: HostCallbacks,
-    _host: Box<NodeHost>,
-}
-
-extern "C" fn host_log(ctx: *const c_void, instance: StrRef, record: StrRef) {
-    // SAFETY: `ctx` is the `NodeHost` of a live `Callbacks`; the strings are lent for the call.
-    let host = unsafe { &*ctx.cast::<NodeHost>() };
-    let (instance, record) = unsafe { (instance.as_str().unwrap_or("?"), record.as_bytes()) };
-    if let Ok(record) = codec::decode::<LogRecord>(record) {
-        host.log(instance, record);
-    }
-}
-
-extern "C" fn host_metric(ctx: *const c_void, instance: StrRef, update: StrRef) {
-    // SAFETY: as in `host_log`.
-    let host = unsafe { &*ctx.cast::<NodeHost>() };
-    let (instance, update) = unsafe { (instance.as_str().unwrap_or("?"), update.as_bytes()) };
-    if let Ok(update) = codec::decode::<MetricUpdate>(update) {
-        host.metric(instance, update);
-    }
-}
-
-struct Live {
-    header: &'static PluginHeader,
-    instance: *mut c_void,
-    callbacks: Box<Callbacks>,
-}
-
-// SAFETY: the instance is used by one request at a time (the transport's `&mut self`), and
-// the SDK's instances are built to move between threads (their state is `Send`).
-unsafe impl Send for Live {}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        (self.header.destroy)(self.instance);
-        let _ = &self.callbacks;
-    }
-}
-
 /// A [`Transport`] to one instance of an in-process plugin.
 pub struct DylibTransport {
-    live: Option<Live>,
+    instance: HostedInstance,
     plugin: String,
+    call_timeout: Duration,
 }
 
 impl std::fmt::Debug for DylibTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DylibTransport")
             .field("plugin", &self.plugin)
+            .field("call_timeout", &self.call_timeout)
             .finish()
     }
 }
 
 impl DylibTransport {
-    /// A new instance `instance` of `plugin`.
+    /// A new instance `instance` of `plugin`, whose requests may each take `call_timeout`.
     ///
     /// # Errors
     /// [`TransportError::Gone`] when the plugin could not make the instance.
-    pub fn new(plugin: &LoadedPlugin, instance: &str) -> Result<Self, TransportError> {
-        let host = Box::new(NodeHost {
+    pub fn new(
+        plugin: &LoadedPlugin,
+        instance: &str,
+        call_timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let host = Arc::new(NodeHost {
             plugin: plugin.manifest.id.clone(),
         });
-        let callbacks = Box::new(Callbacks {
-            raw: HostCallbacks {
-                ctx: std::ptr::from_ref::<NodeHost>(&host).cast(),
-                log: host_log,
-                metric: host_metric,
-            },
-            _host: host,
-        });
-        let raw = (plugin.header.create)(&callbacks.raw, StrRef::from_bytes(instance.as_bytes()));
-        if raw.is_null() {
-            return Err(TransportError::Gone(format!(
+        // SAFETY: `load` checked the header, and its library is never unloaded.
+        let hosted = unsafe { HostedInstance::create(plugin.header, host, instance) };
+        let instance = hosted.ok_or_else(|| {
+            TransportError::Gone(format!(
                 "plugin {} could not create instance {instance}",
                 plugin.manifest.id
-            )));
-        }
+            ))
+        })?;
         Ok(Self {
-            live: Some(Live {
-                header: plugin.header,
-                instance: raw,
-                callbacks,
-            }),
+            instance,
             plugin: plugin.manifest.id.clone(),
+            call_timeout,
         })
     }
 }
@@ -303,51 +261,25 @@ impl DylibTransport {
 impl Transport for DylibTransport {
     fn request(&mut self, request: Request) -> BoxFuture<'_, Result<Response, TransportError>> {
         Box::pin(async move {
-            let live = self
-                .live
-                .take()
-                .ok_or_else(|| TransportError::Gone("an earlier call did not return".to_owned()))?;
-            let body = codec::encode(&request)
-                .map_err(|e| TransportError::Gone(format!("cannot encode the request: {e}")));
-            let body = match body {
-                Ok(body) => body,
-                Err(e) => {
-                    self.live = Some(live);
-                    return Err(e);
-                }
-            };
-            let call = move || {
-                let buffer = (live.header.handle)(live.instance, StrRef::from_bytes(&body));
-                // SAFETY: a buffer the plugin just returned; freed right after.
-                let answer = codec::decode::<Response>(unsafe { buffer.as_bytes() });
-                (live.header.free)(buffer);
-                (live, answer)
-            };
-            // The call blocks this thread while the plugin works. On a multi-threaded runtime
-            // `block_in_place` lets the other tasks move away, without the hand-off to the
-            // blocking pool (tens of microseconds per call); elsewhere, the blocking pool.
-            let multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            let (live, answer) = if multi_thread {
-                tokio::task::block_in_place(call)
-            } else {
-                tokio::task::spawn_blocking(call)
-                    .await
-                    .map_err(|e| TransportError::Gone(format!("the plugin call failed: {e}")))?
-            };
-            self.live = Some(live);
-            answer.map_err(|e| TransportError::Gone(format!("unreadable answer: {e}")))
+            // A request the plugin answers at once never reaches the timer.
+            match tokio::time::timeout(self.call_timeout, self.instance.request(&request)).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(e)) => Err(TransportError::Gone(e.to_string())),
+                Err(_) => Err(TransportError::Timeout(self.call_timeout)),
+            }
         })
     }
 }
 
-/// A factory for the connector actor: a new instance of `plugin` per incarnation.
+/// A factory for the connector actor: a new instance of `plugin` per incarnation, each request
+/// of which may take `call_timeout`.
 pub fn transport_factory(
     plugin: Arc<LoadedPlugin>,
     instance: String,
+    call_timeout: Duration,
 ) -> millwright_actors::connector::TransportFactory {
     Arc::new(move || -> Box<dyn Transport> {
-        match DylibTransport::new(&plugin, &instance) {
+        match DylibTransport::new(&plugin, &instance, call_timeout) {
             Ok(t) => Box::new(t),
             Err(e) => Box::new(Broken(e)),
         }

@@ -238,7 +238,7 @@ pub async fn prepare(
             tracing::warn!(connector = %name, "a sink with no `subscribe` subjects receives nothing");
         }
         let transport: TransportFactory = match loaded {
-            Some(lib) => plugin_host::transport_factory(lib, name.clone()),
+            Some(lib) => plugin_host::transport_factory(lib, name.clone(), c.call_timeout),
             None => plugin_process::transport_factory(ProcessSpec {
                 program: c.plugin.clone(),
                 instance: name.clone(),

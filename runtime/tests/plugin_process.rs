@@ -5,23 +5,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_actors::bus::Bus;
-use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec, Transport};
-use millwright_actors::status::StatusBoard;
-use millwright_actors::supervisor::{
-    BackoffPolicy, ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec, child_name,
-};
-use millwright_plugin_sdk::event::Envelope;
+use millwright_actors::connector::Transport;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use millwright_runtime::plugin_process::{self, ProcessSpec, ProcessTransport};
-use ractor::Actor;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 fn testkit() -> &'static Path {
     &support::testkit().1
@@ -96,11 +85,11 @@ async fn a_plugin_of_protocol_1_json_is_refused_naming_the_versions() {
     let refusing = fake_plugin(
         dir.path(),
         "refusing",
-        br#"{"frame":"refused","reason":"plugin old 0.1.0 speaks plugin protocol 1.0, the host 2.x; rebuild the plugin against the host's millwright-plugin-sdk"}"#,
+        br#"{"frame":"refused","reason":"plugin old 0.1.0 speaks plugin protocol 1.0, the host 3.x; rebuild the plugin against the host's millwright-plugin-sdk"}"#,
     );
     let text = handshake_error(refusing).await;
     assert!(
-        text.contains("speaks plugin protocol 1.0, the host 2.x"),
+        text.contains("speaks plugin protocol 1.0, the host 3.x"),
         "the plugin's refusal is passed on: {text}"
     );
     // A JSON plugin that says it speaks protocol 1 instead of refusing.
@@ -112,7 +101,7 @@ async fn a_plugin_of_protocol_1_json_is_refused_naming_the_versions() {
     let text = handshake_error(hello).await;
     assert!(
         text.contains("speaks plugin protocol 1.0")
-            && text.contains("supports 2.0 to 2.0")
+            && text.contains("supports 3.0 to 3.0")
             && text.contains("rebuild the plugin"),
         "{text}"
     );
@@ -122,80 +111,12 @@ async fn a_plugin_of_protocol_1_json_is_refused_naming_the_versions() {
     assert!(text.contains("did not answer the handshake"), "{text}");
 }
 
-async fn run_with_fault(fault: &str, instance: &str) -> (HashMap<u64, u32>, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::embedded();
-    let mut sub = bus.subscribe(&format!("mw.ev.{instance}.>")).await.unwrap();
-    let board = StatusBoard::new();
-    let broker_id = format!("{instance}-node/broker");
-    let broker = support::spawn_broker(&broker_id, &dir.path().join("broker"), &bus, &board).await;
-    let total = 300u64;
-    let config = serde_json::json!({
-        "count": total,
-        fault: 100,
-        "state_file": dir.path().join("state.json"),
-    });
-    let connector = Arc::new(ConnectorSpec {
-        instance: instance.to_owned(),
-        plugin: "testkit".into(),
-        config,
-        subject_prefix: "mw".into(),
-        kinds: vec![millwright_plugin_sdk::connector::Kind::Source],
-        max_batch: 50,
-        poll_interval: Duration::from_millis(10),
-        backoff: BackoffPolicy::default(),
-        republish_delay: Duration::from_millis(10),
-        idle_window: Duration::from_secs(30),
-    });
-    let process = spec(instance, Duration::from_secs(2));
-    let (b, bo) = (board.clone(), broker.clone());
-    let id = instance.to_owned();
-    let sup = SupervisorSpec::new(Strategy::OneForOne)
-        .intensity(RestartIntensity::new(5, Duration::from_secs(30)))
-        .backoff(BackoffPolicy {
-            min: Duration::from_millis(50),
-            max: Duration::from_millis(200),
-            ..BackoffPolicy::default()
-        })
-        .child(ChildSpec::worker(instance, move |supervisor| {
-            let component_id = child_name(&supervisor, &id);
-            let args = ConnectorArgs {
-                spec: connector.clone(),
-                component_id: component_id.clone(),
-                board: b.clone(),
-                broker: bo.clone(),
-                transport: plugin_process::transport_factory(process.clone()),
-            };
-            Box::pin(async move {
-                let (a, _) =
-                    Actor::spawn_linked(Some(component_id), ConnectorActor, args, supervisor)
-                        .await?;
-                Ok(a.get_cell())
-            })
-        }));
-    let node = format!("{instance}-node");
-    Supervisor::spawn(node.clone(), sup, board.clone())
-        .await
-        .unwrap();
-    let mut counts: HashMap<u64, u32> = HashMap::new();
-    while counts.len() < total as usize {
-        let msg = tokio::time::timeout(WAIT, sub.next())
-            .await
-            .unwrap_or_else(|_| panic!("{fault}: only {} of {total} values arrived", counts.len()))
-            .unwrap();
-        let env = Envelope::from_json_slice(&msg.payload).unwrap();
-        *counts.entry(env.payload.as_u64().unwrap()).or_insert(0) += 1;
-    }
-    let restarts = board
-        .get(&format!("{node}/{instance}"))
-        .map(|c| c.restarts)
-        .unwrap_or(0);
-    (counts, restarts)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_aborts_is_restarted_and_every_event_arrives() {
-    let (counts, restarts) = run_with_fault("abort_at", "ab").await;
+    let (counts, restarts) = support::run_with_fault("abort_at", "ab", |i| {
+        plugin_process::transport_factory(spec(i, Duration::from_secs(2)))
+    })
+    .await;
     assert_eq!(counts.len(), 300, "none missing");
     assert_eq!(restarts, 1, "one restart, for the abort");
     let duplicates: u32 = counts.values().map(|n| n - 1).sum();
@@ -208,7 +129,10 @@ async fn a_plugin_that_aborts_is_restarted_and_every_event_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_stops_answering_is_restarted_and_every_event_arrives() {
-    let (counts, restarts) = run_with_fault("hang_at", "hg").await;
+    let (counts, restarts) = support::run_with_fault("hang_at", "hg", |i| {
+        plugin_process::transport_factory(spec(i, Duration::from_secs(2)))
+    })
+    .await;
     assert_eq!(counts.len(), 300, "none missing");
     assert_eq!(restarts, 1, "one restart, for the hang");
     let duplicates: u32 = counts.values().map(|n| n - 1).sum();

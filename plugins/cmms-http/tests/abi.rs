@@ -1,61 +1,47 @@
-//! The in-process form: the `extern "C"` entry point `export_plugin!` generates (the symbol the
-//! node finds in `libmillwright_plugin_cmms_http.so`), called here from the rlib the same way
-//! the node calls it after `dlopen`: header, `create`, requests through `handle` (MessagePack,
-//! `plugin_sdk::codec`), `free`,
-//! `destroy`. Each instance runs on its own current-thread runtime that only runs during a
-//! call, so this also checks that pooled HTTP connections survive between calls.
+//! The in-process form: the static header `export_plugin!` generates (the symbol the node
+//! finds in `libmillwright_plugin_cmms_http.so`), called here from the rlib the same way the
+//! node calls it after `dlopen`, through the SDK's `HostedInstance`: `create`, requests through
+//! `start` (answered at once or through the completion; MessagePack, `plugin_sdk::codec`),
+//! `free`, `destroy`. The HTTP calls wait on the instance's own runtime, so this also checks
+//! that pooled connections survive between calls and that logs cross the callbacks.
 
 mod support;
 
-use std::ffi::c_void;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use millwright_plugin_sdk::abi::{HostCallbacks, MAGIC, PluginHeader, StrRef};
-use millwright_plugin_sdk::codec;
-use millwright_plugin_sdk::context::LogRecord;
+use millwright_plugin_sdk::abi::MAGIC;
+use millwright_plugin_sdk::abi::host::HostedInstance;
+use millwright_plugin_sdk::context::{Host, LogRecord, MetricUpdate};
 use millwright_plugin_sdk::protocol::{Request, Response};
 use serde_json::json;
 use support::{Cmms, Reply};
 
-static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Keeps the messages of the log records that cross the boundary.
+#[derive(Default)]
+struct Logs(Mutex<Vec<String>>);
 
-extern "C" fn log(_: *const c_void, _instance: StrRef, record: StrRef) {
-    // SAFETY: the plugin lends the record for the duration of the call.
-    let bytes = unsafe { record.as_bytes() };
-    let text = codec::decode::<LogRecord>(bytes)
-        .map(|r| r.message)
-        .unwrap_or_default();
-    LOGS.lock().unwrap().push(text);
-}
+impl Host for Logs {
+    fn log(&self, _instance: &str, record: LogRecord) {
+        self.0.lock().unwrap().push(record.message);
+    }
 
-extern "C" fn metric(_: *const c_void, _instance: StrRef, _update: StrRef) {}
-
-fn handle(header: &PluginHeader, instance: *mut c_void, request: &Request) -> Response {
-    let bytes = codec::encode(request).unwrap();
-    let buffer = (header.handle)(instance, StrRef::from_bytes(&bytes));
-    // SAFETY: a live buffer the plugin returned; freed right after by the plugin's `free`.
-    let response = codec::decode(unsafe { buffer.as_bytes() }).unwrap();
-    (header.free)(buffer);
-    response
+    fn metric(&self, _instance: &str, _update: MetricUpdate) {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_process_entry_point_serves_the_plugin() {
     let cmms = Cmms::always(Reply::Json(201, json!({"id": "WO-9"}))).await;
     let base_url = cmms.base_url();
-    let replies = tokio::task::spawn_blocking(move || {
-        // SAFETY: the entry point returns a pointer to a static header.
-        let header = unsafe { &*millwright_plugin_cmms_http::millwright_plugin_entry_v2() };
-        assert_eq!(header.magic, MAGIC);
-        let callbacks = HostCallbacks {
-            ctx: std::ptr::null(),
-            log,
-            metric,
-        };
-        let instance = (header.create)(&callbacks, StrRef::from_static("cmms"));
-        assert!(!instance.is_null());
-        let replies: Vec<Response> = [
+    let logs = Arc::new(Logs::default());
+    let header = &millwright_plugin_cmms_http::millwright_plugin_header_v3;
+    assert_eq!(header.magic, MAGIC);
+    // SAFETY: the header of the plugin linked into this test, which is never unloaded.
+    let mut instance = unsafe { HostedInstance::create(header, logs.clone(), "cmms") }
+        .expect("the plugin makes an instance");
+    let replies = async {
+        let mut replies = Vec::new();
+        for request in [
             Request::open(json!({"base_url": base_url})),
             Request::Connect,
             Request::Call {
@@ -72,17 +58,15 @@ async fn the_in_process_entry_point_serves_the_plugin() {
             },
             Request::ReadBatch { max: 10 },
             Request::Close,
-        ]
-        .iter()
-        .map(|r| handle(header, instance, r))
-        .collect();
-        (header.destroy)(instance);
+        ] {
+            replies.push(instance.request(&request).await.expect("an answer"));
+        }
         replies
-    });
+    };
     let replies = tokio::time::timeout(Duration::from_secs(30), replies)
         .await
-        .expect("the calls finish")
-        .unwrap();
+        .expect("the calls finish");
+    drop(instance);
     assert_eq!(replies[0], Response::Done, "open");
     assert_eq!(replies[1], Response::Done, "connect");
     assert_eq!(
@@ -111,7 +95,8 @@ async fn the_in_process_entry_point_serves_the_plugin() {
     assert_eq!(cmms.count("GET"), 2);
     assert_eq!(cmms.count("POST"), 1);
     assert!(
-        LOGS.lock()
+        logs.0
+            .lock()
             .unwrap()
             .iter()
             .any(|l| l.contains("cmms-http ready")),

@@ -26,9 +26,18 @@ pub struct TestkitConfig {
     /// Abort the process in the read that reaches this value (once per `state_file`).
     #[serde(default)]
     pub abort_at: Option<u64>,
-    /// Stop answering in the read that reaches this value (once per `state_file`).
+    /// Stop answering in the read that reaches this value (once per `state_file`): the thread
+    /// is blocked, as by a plugin stuck in a system call.
     #[serde(default)]
     pub hang_at: Option<u64>,
+    /// Wait (awaiting, as for a peer that does not answer) in the read that reaches this value,
+    /// for `stall_ms`, or for ever when that is absent (once per `state_file`; every such read
+    /// without one).
+    #[serde(default)]
+    pub stall_at: Option<u64>,
+    /// How long a `stall_at` read waits, in milliseconds. Absent: for ever.
+    #[serde(default)]
+    pub stall_ms: Option<u64>,
     /// Where the acknowledged position and the faults done are kept across processes.
     #[serde(default)]
     pub state_file: Option<std::path::PathBuf>,
@@ -46,6 +55,7 @@ struct Persisted {
     acked: u64,
     aborted: bool,
     hung: bool,
+    stalled: bool,
 }
 
 impl TestkitConfig {
@@ -120,6 +130,15 @@ impl Source for Testkit {
             eprintln!("testkit hanging at {}", self.next);
             loop {
                 std::thread::park();
+            }
+        }
+        if self.config.stall_at.is_some_and(|at| self.next >= at) && !persisted.stalled {
+            persisted.stalled = self.config.state_file.is_some();
+            self.config.store(&persisted);
+            ctx.info("testkit stalling");
+            match self.config.stall_ms {
+                Some(ms) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+                None => std::future::pending().await,
             }
         }
         if self.next >= self.config.count {

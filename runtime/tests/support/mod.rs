@@ -348,3 +348,91 @@ pub async fn spawn_broker(
         .expect("the broker starts")
         .0
 }
+
+/// Runs a supervised connector actor reading 300 values from `testkit` with `fault` set at 100
+/// (`abort_at`, `hang_at`, `stall_at`, ...), through the transport `transport(instance)` makes,
+/// until every value arrived on the bus; how many times each value arrived, and how many times
+/// the instance was restarted.
+pub async fn run_with_fault(
+    fault: &str,
+    instance: &str,
+    transport: impl Fn(&str) -> millwright_actors::connector::TransportFactory,
+) -> (std::collections::HashMap<u64, u32>, u64) {
+    use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec};
+    use millwright_actors::supervisor::{
+        BackoffPolicy, ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec,
+        child_name,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bus = millwright_actors::bus::Bus::embedded();
+    let mut sub = bus.subscribe(&format!("mw.ev.{instance}.>")).await.unwrap();
+    let board = millwright_actors::status::StatusBoard::new();
+    let broker_id = format!("{instance}-node/broker");
+    let broker = spawn_broker(&broker_id, &dir.path().join("broker"), &bus, &board).await;
+    let total = 300u64;
+    let config = serde_json::json!({
+        "count": total,
+        fault: 100,
+        "state_file": dir.path().join("state.json"),
+    });
+    let connector = Arc::new(ConnectorSpec {
+        instance: instance.to_owned(),
+        plugin: "testkit".into(),
+        config,
+        subject_prefix: "mw".into(),
+        kinds: vec![millwright_plugin_sdk::connector::Kind::Source],
+        max_batch: 50,
+        poll_interval: Duration::from_millis(10),
+        backoff: BackoffPolicy::default(),
+        republish_delay: Duration::from_millis(10),
+        idle_window: Duration::from_secs(30),
+    });
+    let factory = transport(instance);
+    let (b, bo) = (board.clone(), broker.clone());
+    let id = instance.to_owned();
+    let sup = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(RestartIntensity::new(5, Duration::from_secs(30)))
+        .backoff(BackoffPolicy {
+            min: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+            ..BackoffPolicy::default()
+        })
+        .child(ChildSpec::worker(instance, move |supervisor| {
+            let component_id = child_name(&supervisor, &id);
+            let args = ConnectorArgs {
+                spec: connector.clone(),
+                component_id: component_id.clone(),
+                board: b.clone(),
+                broker: bo.clone(),
+                transport: factory.clone(),
+            };
+            Box::pin(async move {
+                let (a, _) = ractor::Actor::spawn_linked(
+                    Some(component_id),
+                    ConnectorActor,
+                    args,
+                    supervisor,
+                )
+                .await?;
+                Ok(a.get_cell())
+            })
+        }));
+    let node = format!("{instance}-node");
+    Supervisor::spawn(node.clone(), sup, board.clone())
+        .await
+        .unwrap();
+    let mut counts = std::collections::HashMap::new();
+    while counts.len() < total as usize {
+        let msg = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("{fault}: only {} of {total} values arrived", counts.len()))
+            .unwrap();
+        let env = millwright_plugin_sdk::event::Envelope::from_json_slice(&msg.payload).unwrap();
+        *counts.entry(env.payload.as_u64().unwrap()).or_insert(0) += 1;
+    }
+    let restarts = board
+        .get(&format!("{node}/{instance}"))
+        .map(|c| c.restarts)
+        .unwrap_or(0);
+    (counts, restarts)
+}
