@@ -40,7 +40,7 @@ pub struct SimConfig {
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub maintenance_every: Option<Duration>,
-    /// Stop answering (a read blocks for `hang_for`) once, this long after start. Absent: never.
+    /// Stop answering (one read waits `hang_for`) this long after each start. Absent: never.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub hang_after: Option<Duration>,

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | crash | `fail_every` after each start, or the `fail` call | `read_batch` fails `Fatal`: the supervisor restarts the instance |
 //! | connection loss | `degrade_every`, for `degrade_for`, or the `degrade` call | reads and connects fail `NotConnected`: `degraded_connection`, backoff, recovery |
-//! | hang | once, `hang_after` after start, for `hang_for`, or the `hang` call | a read blocks: the watchdog reports the instance not answering |
+//! | hang | once, `hang_after` after start, for `hang_for`, or the `hang` call | a read waits: past the instance's `call_timeout` the node gives up on it and restarts the instance |
 //!
 //! With `maintenance_every` it also asks for maintenance now and then: a work-order request on
 //! `<prefix>.ev.<instance>.maintenance_request`, which a `cmms-http` sink turns into a work
