@@ -351,14 +351,4 @@ macro_rules! export_plugin {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_header_symbol_names_the_abi_major() {
-        assert_eq!(
-            HEADER_SYMBOL,
-            format!("{HEADER_SYMBOL_PREFIX}{}", manifest::ABI_MAJOR)
-        );
-    }
-}
+mod tests;
