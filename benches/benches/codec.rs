@@ -63,7 +63,7 @@ fn main() {
         ))
     });
     println!(
-        "| MessagePack (ABI 2) | {} | {enc:.0} | {dec:.0} | {clone:.0} |",
+        "| MessagePack (ABI 3, packed envelopes) | {} | {enc:.0} | {dec:.0} | {clone:.0} |",
         mp.len() / BATCH
     );
     let enc = per_event(|| {

@@ -12,9 +12,10 @@
 //! `deserialize_any`) round-trip, unlike postcard or bincode. Structs are maps (field names
 //! included) so that `#[serde(default)]` and `skip_serializing_if` fields, and fields added by
 //! a later ABI minor, work as they do in JSON. The format is not human-readable
-//! (`is_human_readable()` is false), so an [`Envelope`](crate::event::Envelope) carries its id
-//! as 16 bytes and its timestamps as integers here, while its JSON (the bus, the disk queue,
-//! the HTTP API) is unchanged.
+//! (`is_human_readable()` is false), so an [`Envelope`](crate::event::Envelope) is one packed
+//! record here (a `bin`: its id as 16 bytes, its times as integers, its strings length-prefixed,
+//! its payload MessagePack), while its JSON (the bus, the disk queue, the HTTP API) is
+//! unchanged.
 //!
 //! Internally tagged enums (`#[serde(tag = "...")]`) must not be used in these messages: serde
 //! buffers their content and then deserializes it as human-readable, which breaks every type

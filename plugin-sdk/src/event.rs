@@ -10,8 +10,11 @@
 //!
 //! The JSON of an envelope (the bus wire format, the disk queue, the dead-letter queue, the HTTP
 //! API) has the id as ULID text and the times as RFC 3339 text. Binary formats (the plugin
-//! boundary's MessagePack, see [`codec`](crate::codec)) carry the id as its 128-bit value and
-//! the times as `(seconds, nanoseconds)`: no text to format or parse per event.
+//! boundary's MessagePack, see [`codec`](crate::codec)) carry each envelope as one packed
+//! record ([`packed`]): the id as its 128-bit value, the times as seconds and nanoseconds, no
+//! field names, no text to format or parse per event.
+
+mod packed;
 
 use std::fmt;
 use std::str::FromStr;
@@ -123,9 +126,9 @@ pub enum Quality {
 ///
 /// In human-readable formats (JSON) it is a map with the field names below, the id as ULID
 /// text and the times as RFC 3339 text; unknown fields are refused. In binary formats (the
-/// plugin boundary) it is an array in field order: the id as its 128-bit value, each time as
-/// `[seconds, nanoseconds]` since the Unix epoch (or nil when absent), no field names; a reader
-/// ignores elements past the ninth, which a later ABI minor may append.
+/// plugin boundary) it is one byte string, a packed record (see the `packed` module's layout):
+/// the id as its 128-bit value, each time as seconds and nanoseconds since the Unix epoch, no
+/// field names; a reader ignores bytes appended after the payload by a later ABI minor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// Unique id; also the NATS `Nats-Msg-Id` used for de-duplication.
@@ -153,8 +156,7 @@ mod wire {
     use std::fmt;
 
     use chrono::{DateTime, Utc};
-    use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
-    use serde::ser::SerializeTuple;
+    use serde::de::{self, Visitor};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::{Envelope, EventId, Quality};
@@ -196,18 +198,6 @@ mod wire {
         payload: serde_json::Value,
     }
 
-    /// Elements of the binary form.
-    const LEN: usize = 9;
-
-    fn secs_nanos(t: &DateTime<Utc>) -> (i64, u32) {
-        (t.timestamp(), t.timestamp_subsec_nanos())
-    }
-
-    fn from_secs_nanos<E: de::Error>((secs, nanos): (i64, u32)) -> Result<DateTime<Utc>, E> {
-        DateTime::from_timestamp(secs, nanos)
-            .ok_or_else(|| E::custom(format!("timestamp {secs}.{nanos:09} out of range")))
-    }
-
     impl Serialize for Envelope {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             if s.is_human_readable() {
@@ -224,17 +214,8 @@ mod wire {
                 }
                 .serialize(s);
             }
-            let mut t = s.serialize_tuple(LEN)?;
-            t.serialize_element(&self.id)?;
-            t.serialize_element(&self.source)?;
-            t.serialize_element(&self.subject)?;
-            t.serialize_element(&self.source_time.as_ref().map(secs_nanos))?;
-            t.serialize_element(&self.server_time.as_ref().map(secs_nanos))?;
-            t.serialize_element(&secs_nanos(&self.receive_time))?;
-            t.serialize_element(&self.quality)?;
-            t.serialize_element(&self.status_code)?;
-            t.serialize_element(&self.payload)?;
-            t.end()
+            super::packed::with_packed(self, |record| s.serialize_bytes(record))
+                .map_err(serde::ser::Error::custom)?
         }
     }
 
@@ -254,50 +235,22 @@ mod wire {
                     payload: j.payload,
                 });
             }
-            d.deserialize_tuple(LEN, Binary)
+            d.deserialize_bytes(Packed)
         }
     }
 
-    struct Binary;
+    /// Reads the packed record of [`packed`](super::packed).
+    struct Packed;
 
-    impl<'de> Visitor<'de> for Binary {
+    impl<'de> Visitor<'de> for Packed {
         type Value = Envelope;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "an envelope of at least {LEN} elements")
+            f.write_str("a packed envelope (bytes)")
         }
 
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Envelope, A::Error> {
-            let mut n = 0;
-            macro_rules! next {
-                () => {{
-                    n += 1;
-                    seq.next_element()?
-                        .ok_or_else(|| de::Error::invalid_length(n - 1, &self))?
-                }};
-            }
-            let id: EventId = next!();
-            let source: String = next!();
-            let subject: String = next!();
-            let source_time: Option<(i64, u32)> = next!();
-            let server_time: Option<(i64, u32)> = next!();
-            let receive_time: (i64, u32) = next!();
-            let quality: Quality = next!();
-            let status_code: Option<u32> = next!();
-            let payload: serde_json::Value = next!();
-            // Elements a later minor appended.
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(Envelope {
-                id,
-                source,
-                subject,
-                source_time: source_time.map(from_secs_nanos).transpose()?,
-                server_time: server_time.map(from_secs_nanos).transpose()?,
-                receive_time: from_secs_nanos(receive_time)?,
-                quality,
-                status_code,
-                payload,
-            })
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Envelope, E> {
+            super::packed::unpack(bytes).map_err(E::custom)
         }
     }
 }
@@ -406,7 +359,7 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("01J8T5CY4"), "no ULID text: {text}");
         assert!(!text.contains("2026-12"), "no RFC 3339 text: {text}");
-        assert!(bytes.windows(16).any(|w| w == e.id.as_u128().to_be_bytes()));
+        assert!(bytes.windows(16).any(|w| w == e.id.as_u128().to_le_bytes()));
         assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
         // The extremes chrono can hold, and absent times.
         e.source_time = Some(DateTime::<Utc>::MIN_UTC);
@@ -422,17 +375,80 @@ mod tests {
     }
 
     #[test]
-    fn the_binary_form_is_an_array_a_later_minor_may_extend() {
+    fn the_binary_form_is_one_packed_record_a_later_minor_may_extend() {
         let bytes = crate::codec::encode(&sample()).unwrap();
-        assert_eq!(bytes[0], 0x99, "a 9-element array, no field names");
+        assert_eq!(
+            bytes[0], 0xc4,
+            "one MessagePack bin 8, no array or field names"
+        );
+        assert_eq!(bytes[1] as usize, bytes.len() - 2);
+        assert_eq!(bytes[2], 1, "layout version 1");
         assert!(!String::from_utf8_lossy(&bytes).contains("subject"));
+        // Bytes appended after the payload are skipped.
         let mut longer = bytes.clone();
-        longer[0] = 0x9a;
-        longer.push(0xc0);
+        longer.extend_from_slice(b"later");
+        longer[1] += 5;
         assert_eq!(crate::codec::decode::<Envelope>(&longer).unwrap(), sample());
+        // A record cut short, or of another version, is refused with the reason.
         let mut shorter = bytes[..bytes.len() - 1].to_vec();
-        shorter[0] = 0x98;
-        assert!(crate::codec::decode::<Envelope>(&shorter).is_err());
+        shorter[1] -= 1;
+        let e = crate::codec::decode::<Envelope>(&shorter).unwrap_err();
+        assert!(e.to_string().contains("ends inside its payload"), "{e}");
+        let mut other = bytes.clone();
+        other[2] = 2;
+        let e = crate::codec::decode::<Envelope>(&other).unwrap_err();
+        assert!(e.to_string().contains("version 2"), "{e}");
+    }
+
+    #[test]
+    fn every_kind_of_payload_round_trips_through_the_binary_form() {
+        use serde_json::json;
+        let payloads = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(127),
+            json!(128),
+            json!(-1),
+            json!(-32),
+            json!(-33),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(i64::MAX),
+            json!(21.5),
+            json!(-0.0),
+            json!(1e300),
+            json!(f32::MAX as f64),
+            json!("text with ünïcode"),
+            json!(""),
+            json!([]),
+            json!({}),
+            json!([1, "a", {"x": null, "y": [2.5, -7]}]),
+            json!({"v": 21.5, "n": [1, -2, u64::MAX], "s": "x", "b": null}),
+            json!("x".repeat(100_000)),
+        ];
+        for payload in payloads {
+            let e = Envelope {
+                payload: payload.clone(),
+                ..sample()
+            };
+            let bytes = crate::codec::encode(&e).unwrap();
+            let back = crate::codec::decode::<Envelope>(&bytes).unwrap();
+            assert_eq!(back, e, "{payload}");
+            // The same value as MessagePack decoded through serde alone.
+            let plain: serde_json::Value =
+                rmp_serde::from_slice(&rmp_serde::to_vec(&payload).unwrap()).unwrap();
+            assert_eq!(back.payload, plain, "{payload}");
+        }
+        // Empty strings and a batch of them, as a source returns.
+        let e = Envelope::new("", "", json!(1));
+        let batch = vec![e.clone(), sample(), e];
+        let bytes = crate::codec::encode(&batch).unwrap();
+        assert_eq!(
+            crate::codec::decode::<Vec<Envelope>>(&bytes).unwrap(),
+            batch
+        );
     }
 
     #[test]
