@@ -44,7 +44,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_plugin_sdk::connector::{ConnectorError, Kind, SourceBatch, WriteResult};
+use millwright_plugin_sdk::connector::{AckToken, ConnectorError, Kind, SourceBatch, WriteResult};
 use millwright_plugin_sdk::event::Envelope;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -151,6 +151,9 @@ pub struct ConnectorState {
     attempts: u32,
     /// A batch read but not yet acknowledged by the broker.
     pending: Option<SourceBatch>,
+    /// The token of the last batch the broker acknowledged, not yet acknowledged to the plugin:
+    /// it rides on the next read (`AckThenRead`), or is sent alone at stop.
+    published: Option<AckToken>,
     /// A `Step` is queued or scheduled (so a failed write does not start a second loop).
     step_scheduled: bool,
     /// The source reached its end of input (an instance that is also a sink or a responder
@@ -196,6 +199,7 @@ impl Actor for ConnectorActor {
             phase: Phase::Open,
             attempts: 0,
             pending: None,
+            published: None,
             step_scheduled: true,
             source_done: false,
         })
@@ -208,6 +212,15 @@ impl Actor for ConnectorActor {
     ) -> Result<(), ActorProcessingErr> {
         let _ = state.lifecycle.apply(Event::Stop);
         if state.phase != Phase::Open {
+            if let Some(token) = state.published.take() {
+                let ack = state.transport.request(Request::Ack { token });
+                match tokio::time::timeout(Duration::from_secs(5), ack).await {
+                    Ok(Ok(Response::Done)) => {}
+                    outcome => {
+                        tracing::warn!(component = %state.args.component_id, ?outcome, "the last published batch could not be acknowledged; the source reads it again on its next start");
+                    }
+                }
+            }
             let close = state.transport.request(Request::Close);
             if tokio::time::timeout(Duration::from_secs(5), close)
                 .await
@@ -463,7 +476,11 @@ impl ConnectorState {
             Some(batch) => batch,
             None => {
                 let max = self.args.spec.max_batch.max(1);
-                match self.call(Request::ReadBatch { max }).await? {
+                let request = match self.published.take() {
+                    Some(token) => Request::AckThenRead { token, max },
+                    None => Request::ReadBatch { max },
+                };
+                match self.call(request).await? {
                     Response::Batch { batch } => batch,
                     Response::Error { error } => return self.failed(error),
                     other => return Err(unexpected(&other)),
@@ -485,11 +502,9 @@ impl ConnectorState {
         self.lifecycle.record_data();
         metrics::counter!("mw_connector_events_total", "component" => self.args.component_id.clone())
             .increment(n as u64);
-        match self.call(Request::Ack { token: batch.token }).await? {
-            Response::Done => Ok(Next::Now),
-            Response::Error { error } => self.failed(error),
-            other => Err(unexpected(&other)),
-        }
+        // Acknowledged with the next read (one crossing per batch), or at stop.
+        self.published = Some(batch.token);
+        Ok(Next::Now)
     }
 
     /// What a connector error means for the loop (see [`ConnectorError`]'s table).

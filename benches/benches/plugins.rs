@@ -1,7 +1,7 @@
 //! Events per second across each plugin boundary, against the same connector linked into the
 //! node, same run: the `sim` source (`plugins/sim`, `interval = "0s"`: every read returns a
-//! full batch) read batch by batch (`read_batch` then `ack`, what the connector actor does per
-//! batch) through
+//! full batch) read batch by batch (each batch acknowledged with the next read, `AckThenRead`,
+//! one crossing per batch as the connector actor does) through
 //!
 //! - a `StaticTransport` (the baseline: the connector's code called directly through the SDK's
 //!   adapter, no boundary);
@@ -98,19 +98,27 @@ async fn open(t: &mut dyn Transport, source: Source) {
     assert_eq!(t.request(Request::Connect).await.unwrap(), Response::Done);
 }
 
-/// Reads `events` events in batches of `batch`, acknowledging each.
+/// Reads `events` events in batches of `batch`, acknowledging each with the next read
+/// (`AckThenRead`, one crossing per batch, as the connector actor does) and the last alone.
 async fn run(t: &mut dyn Transport, batch: usize, events: usize) -> Duration {
     let start = Instant::now();
     let mut got = 0;
+    let mut request = Request::ReadBatch { max: batch };
+    let mut last = None;
     while got < events {
-        let Response::Batch { batch: b } =
-            t.request(Request::ReadBatch { max: batch }).await.unwrap()
-        else {
+        let Response::Batch { batch: b } = t.request(request).await.unwrap() else {
             panic!("a batch")
         };
         got += b.events.len();
+        request = Request::AckThenRead {
+            token: b.token,
+            max: batch,
+        };
+        last = Some(b.token);
+    }
+    if let Some(token) = last {
         assert_eq!(
-            t.request(Request::Ack { token: b.token }).await.unwrap(),
+            t.request(Request::Ack { token }).await.unwrap(),
             Response::Done
         );
     }

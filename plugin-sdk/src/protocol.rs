@@ -42,6 +42,17 @@ pub enum Request {
         /// The batch's token.
         token: AckToken,
     },
+    /// [`Source::ack`](crate::connector::Source::ack) and, if it worked,
+    /// [`Source::read_batch`](crate::connector::Source::read_batch): one crossing of the
+    /// boundary per batch instead of two (the connector actor acknowledges a published batch
+    /// with its next read). An error is the ack's (nothing was read) or the read's; either way
+    /// the host goes on as after a failed ack: whatever was not acknowledged is read again.
+    AckThenRead {
+        /// The published batch's token.
+        token: AckToken,
+        /// Most events to return.
+        max: usize,
+    },
     /// [`Sink::write_batch`](crate::connector::Sink::write_batch).
     WriteBatch {
         /// The events.
@@ -283,6 +294,16 @@ impl<P: Plugin> Adapter<P> {
                 Some(f) => done(f(p, ctx, token).await),
                 None => unsupported("source", P::ID),
             },
+            Request::AckThenRead { token, max } => match (vt.ack, vt.read_batch) {
+                (Some(ack), Some(read)) => match ack(p, ctx, token).await {
+                    Ok(()) => match read(p, ctx, max).await {
+                        Ok(batch) => Response::Batch { batch },
+                        Err(error) => Response::Error { error },
+                    },
+                    Err(error) => Response::Error { error },
+                },
+                _ => unsupported("source", P::ID),
+            },
             Request::WriteBatch { events } => match vt.write_batch {
                 Some(f) => match f(p, ctx, events).await {
                     Ok(results) => Response::Written { results },
@@ -361,6 +382,10 @@ mod tests {
             Request::Ack {
                 token: AckToken(u64::MAX),
             },
+            Request::AckThenRead {
+                token: AckToken(3),
+                max: 64,
+            },
             Request::WriteBatch { events: events() },
             Request::WriteBatch { events: vec![] },
             Request::Call {
@@ -374,6 +399,44 @@ mod tests {
         for r in &requests {
             round_trip(r);
         }
+    }
+
+    #[tokio::test]
+    async fn ack_then_read_acknowledges_then_reads_the_next_batch() {
+        use crate::harness::{TestHost, VEC_SOURCE};
+        let values = serde_json::json!({"values": [1, 2, 3, 4, 5]});
+        let mut host = TestHost::open(VEC_SOURCE, "v", values).await.unwrap();
+        let values = |r: Response| match r {
+            Response::Batch { batch } => (
+                batch.token,
+                batch
+                    .events
+                    .into_iter()
+                    .map(|e| e.payload)
+                    .collect::<Vec<_>>(),
+            ),
+            other => panic!("a batch, got {other:?}"),
+        };
+        // The read's error, after the ack (of nothing yet) worked.
+        let early = Request::AckThenRead {
+            token: AckToken(0),
+            max: 2,
+        };
+        assert!(matches!(
+            host.request(early).await,
+            Response::Error {
+                error: ConnectorError::NotConnected(_)
+            }
+        ));
+        assert_eq!(host.request(Request::Connect).await, Response::Done);
+        let (token, first) = values(host.request(Request::ReadBatch { max: 2 }).await);
+        assert_eq!(first, [1, 2]);
+        let (_, second) = values(host.request(Request::AckThenRead { token, max: 2 }).await);
+        assert_eq!(second, [3, 4]);
+        // A reconnect starts after what was acknowledged: 1 and 2 were, 3 and 4 not.
+        assert_eq!(host.request(Request::Connect).await, Response::Done);
+        let (_, again) = values(host.request(Request::ReadBatch { max: 10 }).await);
+        assert_eq!(again, [3, 4, 5]);
     }
 
     #[test]
