@@ -1,6 +1,7 @@
 //! The boundary's contract, with a plugin exported in this test binary and called through
 //! [`HostedInstance`]: answers at once or through the completion, a waiting request holds no
-//! host thread, a panic poisons the instance, a request given up on still holds the instance,
+//! host thread, spawned tasks run between requests, a panic poisons the instance, a request
+//! given up on still holds the instance,
 //! `destroy` mid-request answers the completion, and `release` comes exactly once.
 
 use std::ffi::c_void;
@@ -17,7 +18,8 @@ use crate::connector::{Connector, ConnectorError, Plugin, Responder};
 use crate::context::{Context, Host, LogRecord, MetricUpdate};
 use crate::protocol::{Request, Response};
 
-/// Answers `echo` at once; `sleep` after `{"ms": n}`; `forever` never; `panic` by panicking.
+/// Answers `echo` at once; `sleep` after `{"ms": n}`; `forever` never; `later` at once, with a
+/// task that logs afterwards; `panic` by panicking.
 struct Waiter;
 
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -62,6 +64,15 @@ impl Responder for Waiter {
                     ctx.info("still here");
                 });
                 std::future::pending().await
+            }
+            "later" => {
+                // Answers at once; the task it spawns logs on its own, between calls.
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    ctx.info("later");
+                });
+                Ok(json!("spawned"))
             }
             "panic" => panic!("told to panic"),
             other => Err(ConnectorError::Config(format!("no method {other}"))),
@@ -166,6 +177,25 @@ async fn a_ready_request_answers_at_once_and_a_waiting_one_through_the_completio
             error: ConnectorError::Config(_)
         }
     ));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_instance_runtime_runs_spawned_tasks_between_requests() {
+    let host = Arc::new(Counting::default());
+    let mut w = instance(host.clone()).await;
+    let answer = w.request(&call("later", json!(null))).await.unwrap();
+    assert_eq!(
+        answer,
+        Response::Reply {
+            payload: json!("spawned")
+        }
+    );
+    // No request is running now; the task still gets to log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.logs.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the spawned task never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
