@@ -1,8 +1,8 @@
 //! The boundary's contract, with a plugin exported in this test binary and called through
 //! [`HostedInstance`]: answers at once or through the completion, a waiting request holds no
 //! host thread, spawned tasks run between requests, a panic poisons the instance, a request
-//! given up on still holds the instance,
-//! `destroy` mid-request answers the completion, and `release` comes exactly once.
+//! given up on still holds the instance, `destroy` mid-request answers the completion, and
+//! `release` comes exactly once.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
