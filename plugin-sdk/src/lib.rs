@@ -7,6 +7,7 @@
 //!   [`Connector`](connector::Connector), [`Source`](connector::Source),
 //!   [`Sink`](connector::Sink), [`Responder`](connector::Responder)) and its typed errors;
 //! - [`context`]: what a connector gets from its host (config, logs, metrics, cancellation);
+//! - [`duration`]: durations in configs as humantime strings, for the node and every plugin;
 //! - [`protocol`]: the messages every transport carries, and the adapter that calls the traits;
 //! - [`codec`]: their one binary encoding (MessagePack), used by both sides and both transports;
 //! - [`manifest`]: what the loader reads before running plugin code (versions, schema);
@@ -23,6 +24,7 @@ pub mod circuit_breaker;
 pub mod codec;
 pub mod connector;
 pub mod context;
+pub mod duration;
 pub mod event;
 pub mod harness;
 pub mod manifest;

@@ -18,7 +18,7 @@
 
 pub mod address;
 pub mod docs;
-pub mod duration;
+pub use millwright_plugin_sdk::duration;
 pub mod error;
 mod validate;
 

@@ -15,7 +15,7 @@ use reqwest::header::HeaderName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::duration;
+use millwright_plugin_sdk::duration;
 
 /// `cmms-http`'s config: where the CMMS is, how to authenticate, and how to behave when it
 /// fails.

@@ -25,7 +25,6 @@
 
 pub mod client;
 pub mod config;
-pub mod duration;
 pub mod outbox;
 pub mod responder;
 pub mod secret;

@@ -1,8 +1,9 @@
-//! Durations in config files, written as humantime strings (`"500ms"`, `"5s"`, `"2m"`).
+//! Durations in config files, written as humantime strings (`"500ms"`, `"5s"`, `"2m"`): the
+//! node's own config and every plugin's use this one form.
 //!
-//! Used through `#[serde(with = "duration")]` (or `duration::option` for optional keys). The
-//! error names what was found and what a duration looks like, so the config diagnostics can
-//! turn it into a hint.
+//! Used through `#[serde(with = "duration")]` (or `duration::option` for optional keys) and
+//! `#[schemars(with = "duration::Human")]`. The error names what was found and what a duration
+//! looks like, so the node's config diagnostics can turn it into a hint.
 
 use std::fmt;
 use std::time::Duration;
@@ -123,11 +124,11 @@ mod tests {
 
     #[test]
     fn parses_humantime_and_rejects_nonsense() {
-        let t: T = toml::from_str("d = \"1m 30s\"").unwrap();
+        let t: T = serde_json::from_str(r#"{"d": "1m 30s"}"#).unwrap();
         assert_eq!(t.d, Duration::from_secs(90));
-        let e = toml::from_str::<T>("d = \"5 parsecs\"").unwrap_err();
-        assert!(e.message().contains(EXPECTED), "{}", e.message());
-        let e = toml::from_str::<T>("d = 5").unwrap_err();
-        assert!(e.message().contains("invalid type"), "{}", e.message());
+        let e = serde_json::from_str::<T>(r#"{"d": "5 parsecs"}"#).unwrap_err();
+        assert!(e.to_string().contains(EXPECTED), "{e}");
+        let e = serde_json::from_str::<T>(r#"{"d": 5}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
     }
 }
