@@ -251,27 +251,13 @@ impl Actor for ConnectorActor {
             // A request whose caller gave up (timed out) is not run late.
             ConnectorMsg::Write(_, reply) if reply.is_closed() => Ok(()),
             ConnectorMsg::Call(_, _, reply) if reply.is_closed() => Ok(()),
-            ConnectorMsg::Write(events, reply) => match state.write(events).await {
-                Handled::Answer(answer, next) => {
-                    let _ = reply.send(answer);
-                    state.schedule(&myself, next)
-                }
-                Handled::Failed(error, e) => {
-                    let _ = reply.send(Err(error));
-                    Err(e)
-                }
-            },
+            ConnectorMsg::Write(events, reply) => {
+                let handled = state.write(events).await;
+                state.reply(&myself, reply, handled)
+            }
             ConnectorMsg::Call(method, payload, reply) => {
-                match state.respond(method, payload).await {
-                    Handled::Answer(answer, next) => {
-                        let _ = reply.send(answer);
-                        state.schedule(&myself, next)
-                    }
-                    Handled::Failed(error, e) => {
-                        let _ = reply.send(Err(error));
-                        Err(e)
-                    }
-                }
+                let handled = state.respond(method, payload).await;
+                state.reply(&myself, reply, handled)
             }
         }
     }
@@ -322,6 +308,26 @@ impl ConnectorState {
             Phase::Ready | Phase::Parked => Next::Park,
         };
         self.schedule(myself, Some(next))
+    }
+
+    /// Gives a write's or a call's outcome to its caller, then goes on (an answer) or fails the
+    /// actor (the caller hears the error first).
+    fn reply<T>(
+        &mut self,
+        myself: &ActorRef<ConnectorMsg>,
+        reply: RpcReplyPort<Result<T, ConnectorError>>,
+        handled: Handled<T>,
+    ) -> Result<(), ActorProcessingErr> {
+        match handled {
+            Handled::Answer(answer, next) => {
+                let _ = reply.send(answer);
+                self.schedule(myself, next)
+            }
+            Handled::Failed(error, e) => {
+                let _ = reply.send(Err(error));
+                Err(e)
+            }
+        }
     }
 
     /// Queues the next step, unless one is queued already.
