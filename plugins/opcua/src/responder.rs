@@ -15,8 +15,8 @@ use std::time::Duration;
 use millwright_plugin_sdk::prelude::*;
 use opcua::client::Session;
 use opcua::types::{
-    AttributeId, BrowseDescription, BrowseDirection, DataValue, NodeId, ReadValueId,
-    ReferenceTypeId, TimestampsToReturn, Variant, WriteValue,
+    AttributeId, BrowseDescription, BrowseDirection, DataValue, NodeId, ReferenceTypeId,
+    TimestampsToReturn, Variant, WriteValue,
 };
 use serde_json::{Value, json};
 
@@ -120,14 +120,7 @@ async fn read_values(
     nodes: &[NodeId],
     timeout: Duration,
 ) -> Result<Vec<DataValue>, ConnectorError> {
-    let ids: Vec<ReadValueId> = nodes
-        .iter()
-        .map(|n| ReadValueId {
-            node_id: n.clone(),
-            attribute_id: AttributeId::Value as u32,
-            ..Default::default()
-        })
-        .collect();
+    let ids = crate::source::value_reads(nodes);
     tokio::time::timeout(timeout, session.read(&ids, TimestampsToReturn::Both, 0.0))
         .await
         .map_err(|_| transient("Read", "timed out"))?

@@ -367,6 +367,18 @@ pub async fn subscribe(
     Ok(id)
 }
 
+/// A Read request for the `Value` attribute of each of `nodes`.
+pub(crate) fn value_reads(nodes: &[NodeId]) -> Vec<ReadValueId> {
+    nodes
+        .iter()
+        .map(|n| ReadValueId {
+            node_id: n.clone(),
+            attribute_id: AttributeId::Value as u32,
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// One Read of every node (polling mode).
 ///
 /// # Errors
@@ -377,14 +389,7 @@ pub async fn poll(
     tags: &Tags,
     timeout: Duration,
 ) -> Result<Vec<Envelope>, ConnectorError> {
-    let ids: Vec<ReadValueId> = nodes
-        .iter()
-        .map(|n| ReadValueId {
-            node_id: n.clone(),
-            attribute_id: AttributeId::Value as u32,
-            ..Default::default()
-        })
-        .collect();
+    let ids = value_reads(nodes);
     let values = tokio::time::timeout(timeout, session.read(&ids, TimestampsToReturn::Both, 0.0))
         .await
         .map_err(|_| ConnectorError::NotConnected("Read timed out".into()))?
