@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use millwright_plugin_sdk::connector::ConnectorError;
+use millwright_plugin_sdk::duration;
 
 /// One simulated machine.
 #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
@@ -13,40 +14,40 @@ pub struct SimConfig {
     pub tags: Vec<String>,
     /// One sample of every tag per interval (`500ms`, `1s`). `0s`: as fast as the host reads
     /// (every read returns a full batch), for benchmarks.
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[serde(default = "default_interval", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub interval: Duration,
     /// Stop after this many events in all (the source reaches its end of input). Absent: never.
     #[serde(default)]
     pub count: Option<u64>,
     /// Crash (a fatal error; the supervisor restarts the instance) this long after each start.
     /// Absent: never.
-    #[serde(default, with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "duration::option")]
+    #[schemars(with = "duration::option::Human")]
     pub fail_every: Option<Duration>,
     /// Lose the connection (reads and connects fail with `not_connected`) every this long, for
     /// `degrade_for`. Absent: never.
-    #[serde(default, with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "duration::option")]
+    #[schemars(with = "duration::option::Human")]
     pub degrade_every: Option<Duration>,
     /// How long each connection loss lasts.
-    #[serde(default = "default_degrade_for", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[serde(default = "default_degrade_for", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub degrade_for: Duration,
     /// Ask for maintenance every this long: an event on
     /// `<prefix>.ev.<instance>.maintenance_request` whose payload is a work-order request
     /// (`{"work_order": {"title", "asset", "priority"}}`, what the `cmms-http` sink takes).
     /// Absent: never.
-    #[serde(default, with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "duration::option")]
+    #[schemars(with = "duration::option::Human")]
     pub maintenance_every: Option<Duration>,
     /// Stop answering (one read waits `hang_for`) this long after each start. Absent: never.
-    #[serde(default, with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
+    #[serde(default, with = "duration::option")]
+    #[schemars(with = "duration::option::Human")]
     pub hang_after: Option<Duration>,
     /// How long the hang lasts.
-    #[serde(default = "default_hang_for", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[serde(default = "default_hang_for", with = "duration")]
+    #[schemars(with = "duration::Human")]
     pub hang_for: Duration,
 }
 

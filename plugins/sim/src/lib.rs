@@ -249,7 +249,11 @@ impl Source for Sim {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ForArg {
-    #[serde(default, rename = "for", with = "humantime_serde")]
+    #[serde(
+        default,
+        rename = "for",
+        with = "millwright_plugin_sdk::duration::option"
+    )]
     duration: Option<Duration>,
 }
 
