@@ -10,7 +10,7 @@
 //! - [`duration`]: durations in configs as humantime strings, for the node and every plugin;
 //! - [`protocol`]: the messages every transport carries, and the adapter that calls the traits;
 //! - [`codec`]: their one binary encoding (MessagePack), used by both sides and both transports;
-//! - [`manifest`]: what the loader reads before running plugin code (versions, schema);
+//! - [`manifest`]: what a plugin says about itself (versions, kinds, config schema);
 //! - [`harness`]: an in-memory host for an author's unit tests, and `vec`/`void` connectors;
 //! - [`abi`]: the in-process `extern "C"` boundary ([`export_plugin!`] on the plugin side);
 //! - [`stdio`]: the out-of-process transport (length-prefixed frames over stdin/stdout);

@@ -1,4 +1,6 @@
-//! The manifest: what the loader reads about a plugin before it runs any of its code.
+//! The manifest: what a plugin says about itself, read by the loader right after the static
+//! header's checks (in process, its `manifest` function is the first plugin code to run; out of
+//! process, it comes in the `Hello`).
 //!
 //! It names the plugin, its version, the SDK and ABI it was built against, the target, the
 //! shapes it offers and the JSON Schema of its config (derived from the config type with
