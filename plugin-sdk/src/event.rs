@@ -452,6 +452,44 @@ mod tests {
     }
 
     #[test]
+    fn times_on_other_days_and_out_of_range_times_decode_right() {
+        // The decoder keeps the last day's date: days alternating must not reuse it wrongly.
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let days = [
+            t("2026-12-01T23:59:59.999999999Z"),
+            t("2026-12-02T00:00:00Z"),
+            t("2026-12-01T00:00:00.5Z"),
+            t("1969-12-31T23:59:59Z"),
+            t("1970-01-01T00:00:00Z"),
+            DateTime::<Utc>::MAX_UTC,
+            t("2026-12-01T12:00:00Z"),
+        ];
+        for receive_time in days {
+            let e = Envelope {
+                receive_time,
+                ..sample()
+            };
+            let bytes = crate::codec::encode(&e).unwrap();
+            assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
+        }
+        // Names need not be ASCII.
+        let e = Envelope::new("Presse-Süd", "mw.ev.presse_süd.température", 1.into());
+        let bytes = crate::codec::encode(&e).unwrap();
+        assert_eq!(crate::codec::decode::<Envelope>(&bytes).unwrap(), e);
+        // A time no calendar holds is refused, not wrapped and not a panic.
+        let bytes = crate::codec::encode(&sample()).unwrap();
+        let at = 2 + 3 + 16; // MessagePack bin 8 header, version, flags, quality, id.
+        for (secs, nanos) in [(i64::MIN, 0), (i64::MAX, 0), (0, 2_000_000_000)] {
+            let mut bad = bytes.clone();
+            bad[at..at + 8].copy_from_slice(&secs.to_le_bytes());
+            bad[at + 8..at + 12].copy_from_slice(&u32::to_le_bytes(nanos));
+            let e = crate::codec::decode::<Envelope>(&bad).unwrap_err();
+            assert!(e.to_string().contains("receive_time"), "{e}");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+    }
+
+    #[test]
     fn unknown_envelope_fields_are_rejected() {
         let mut v = serde_json::to_value(Envelope::new("s", "x", serde_json::json!(1))).unwrap();
         v["extra"] = serde_json::json!(true);

@@ -109,6 +109,27 @@ pub(super) fn with_packed<T>(
     })
 }
 
+/// The time `secs` and `nanos` after the Unix epoch. The events of a batch fall on one day, so
+/// the day's date (the costly part of the conversion) is kept from the last call.
+fn time(secs: i64, nanos: u32) -> Option<DateTime<Utc>> {
+    use chrono::{NaiveDate, NaiveTime};
+    thread_local! {
+        static LAST_DAY: std::cell::Cell<Option<(i64, NaiveDate)>> = const { std::cell::Cell::new(None) };
+    }
+    let day = secs.div_euclid(86_400);
+    let of_day = u32::try_from(secs.rem_euclid(86_400)).ok()?;
+    let date = match LAST_DAY.get() {
+        Some((last, date)) if last == day => date,
+        _ => {
+            let date = DateTime::from_timestamp(day.checked_mul(86_400)?, 0)?.date_naive();
+            LAST_DAY.set(Some((day, date)));
+            date
+        }
+    };
+    let time = NaiveTime::from_num_seconds_from_midnight_opt(of_day, nanos)?;
+    Some(date.and_time(time).and_utc())
+}
+
 /// Reads a packed record.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -136,8 +157,7 @@ impl<'a> Reader<'a> {
     fn time(&mut self, what: &str) -> Result<DateTime<Utc>, String> {
         let secs = i64::from_le_bytes(self.array(what)?);
         let nanos = u32::from_le_bytes(self.array(what)?);
-        DateTime::from_timestamp(secs, nanos)
-            .ok_or_else(|| format!("{what} {secs}.{nanos:09} is out of range"))
+        time(secs, nanos).ok_or_else(|| format!("{what} {secs}.{nanos:09} is out of range"))
     }
 
     fn sized(&mut self, what: &str) -> Result<&'a [u8], String> {
@@ -147,6 +167,11 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self, what: &str) -> Result<String, String> {
         let bytes = self.sized(what)?;
+        // Subjects and names are ASCII: checked a word at a time, no decoding.
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) }.to_owned());
+        }
         std::str::from_utf8(bytes)
             .map(str::to_owned)
             .map_err(|e| format!("{what} is not UTF-8: {e}"))
