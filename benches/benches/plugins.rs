@@ -292,8 +292,10 @@ fn main() {
             }
         }
         println!(
-            "\n### plugins ({}): the whole path, connector actor → broker → bus (rounds: 45 at batch 64, 7 else; events/s: median; ratio: median of the rounds' paired ratios [quartiles])\n",
-            source.name()
+            "\n### plugins ({}): the whole path, connector actor → broker → bus (rounds: {} at batch 64, {} else; events/s: median; ratio: median of the rounds' paired ratios [quartiles])\n",
+            source.name(),
+            pipeline_rounds(64),
+            pipeline_rounds(1),
         );
         println!("| batch | path | events/s | ÷ static [q1–q3] |");
         println!("|---:|---|---:|---:|");
