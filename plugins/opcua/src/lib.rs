@@ -19,9 +19,10 @@
 //! step. A data-freshness watchdog reconnects when no publish response (data or keep-alive)
 //! arrives for `watchdog_timeout_ms`.
 //!
-//! Each instance runs the OPC-UA session on a tokio runtime of its own (one worker thread,
-//! shut down in `close`): in-process, the host drives a plugin's runtime only during calls,
-//! and a session needs its keep-alives and publish requests served between them.
+//! The OPC-UA session runs as tasks of the runtime the connector runs on: in process, the
+//! instance's runtime, whose worker serves the session's keep-alives and publish requests
+//! between calls; out of process, the plugin process's runtime. A [`session::Link`] aborts
+//! its session's task when dropped, so `close` leaves nothing running.
 //!
 //! Delivery: a batch read but not acknowledged is read again after a reconnect of the same
 //! instance. Live OPC-UA data that was never read when the process dies cannot be replayed:
@@ -45,23 +46,15 @@ use crate::config::{ModeConfig, NodeRef, OpcUaConfig};
 use crate::session::Link;
 use crate::source::{Feed, Samples, Tags};
 
-/// A tokio runtime that is shut down without blocking when dropped (it may be dropped inside
-/// the host's runtime).
-#[derive(Debug)]
-struct OwnRuntime(Option<tokio::runtime::Runtime>);
-
-impl OwnRuntime {
-    fn handle(&self) -> Option<&tokio::runtime::Handle> {
-        self.0.as_ref().map(|r| r.handle())
-    }
-}
-
-impl Drop for OwnRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
+/// Runs `fut` as a task of the current runtime (the instance's, in process), so that a panic
+/// inside the OPC-UA client comes back as this call's `Fatal` error, with the connector's own
+/// state untouched.
+async fn task<T: Send + 'static>(
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T, ConnectorError> {
+    tokio::spawn(fut)
+        .await
+        .map_err(|e| ConnectorError::Fatal(format!("OPC-UA task failed: {e}")))
 }
 
 /// The connector.
@@ -69,7 +62,6 @@ impl Drop for OwnRuntime {
 pub struct OpcUa {
     cfg: Arc<OpcUaConfig>,
     refs: Vec<NodeRef>,
-    rt: Option<OwnRuntime>,
     link: Option<Link>,
     nodes: Vec<NodeId>,
     samples: Arc<Samples>,
@@ -93,7 +85,6 @@ impl Plugin for OpcUa {
             samples: Arc::new(Samples::new(config.max_buffered_samples)),
             cfg: Arc::new(config),
             refs,
-            rt: None,
             link: None,
             nodes: Vec::new(),
             inflight: VecDeque::new(),
@@ -107,32 +98,6 @@ impl Plugin for OpcUa {
 }
 
 impl OpcUa {
-    /// Runs `fut` on the instance's own runtime (made on first use).
-    async fn on_rt<T: Send + 'static>(
-        &mut self,
-        ctx: &Context,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, ConnectorError> {
-        if self.rt.is_none() {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name(format!("opcua-{}", ctx.instance()))
-                .enable_all()
-                .build()
-                .map_err(|e| ConnectorError::Fatal(format!("cannot start a runtime: {e}")))?;
-            self.rt = Some(OwnRuntime(Some(rt)));
-        }
-        let handle = self
-            .rt
-            .as_ref()
-            .and_then(OwnRuntime::handle)
-            .ok_or_else(|| ConnectorError::Fatal("runtime is gone".into()))?;
-        handle
-            .spawn(fut)
-            .await
-            .map_err(|e| ConnectorError::Fatal(format!("OPC-UA task failed: {e}")))
-    }
-
     fn tags(&self, ctx: &Context) -> Tags {
         Tags {
             source: ctx.instance().into(),
@@ -154,27 +119,25 @@ impl OpcUa {
         let samples = self.samples.clone();
         let connect_timeout = Duration::from_millis(self.cfg.connect_timeout_ms.max(1));
         let endpoint = self.cfg.endpoint.clone();
-        let (link, nodes) = self
-            .on_rt(ctx, async move {
-                tokio::time::timeout(connect_timeout, async move {
-                    let link = session::open(&cfg, &c).await?;
-                    let nodes = source::resolve(&link.session, &cfg, &refs).await?;
-                    if cfg.mode == ModeConfig::Subscription {
-                        samples.touch();
-                        source::subscribe(&link.session, &cfg, &nodes, Feed { samples, tags })
-                            .await?;
-                    }
-                    Ok::<_, ConnectorError>((link, nodes))
-                })
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ConnectorError::NotConnected(format!(
-                        "{endpoint}: connect timed out after {} ms",
-                        connect_timeout.as_millis()
-                    )))
-                })
+        let (link, nodes) = task(async move {
+            tokio::time::timeout(connect_timeout, async move {
+                let link = session::open(&cfg, &c).await?;
+                let nodes = source::resolve(&link.session, &cfg, &refs).await?;
+                if cfg.mode == ModeConfig::Subscription {
+                    samples.touch();
+                    source::subscribe(&link.session, &cfg, &nodes, Feed { samples, tags }).await?;
+                }
+                Ok::<_, ConnectorError>((link, nodes))
             })
-            .await??;
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConnectorError::NotConnected(format!(
+                    "{endpoint}: connect timed out after {} ms",
+                    connect_timeout.as_millis()
+                )))
+            })
+        })
+        .await??;
         self.link = Some(link);
         self.nodes = nodes;
         self.next_poll = Instant::now();
@@ -229,7 +192,7 @@ impl Connector for OpcUa {
             }
         }
         if let Some(link) = self.link.take() {
-            let _ = self.on_rt(ctx, link.close()).await;
+            let _ = task(link.close()).await;
         }
         // What was read and not acknowledged is read again, first.
         let unacked: Vec<Envelope> = self.inflight.drain(..).flat_map(|(_, e)| e).collect();
@@ -268,18 +231,17 @@ impl Connector for OpcUa {
         }
     }
 
-    async fn close(&mut self, ctx: &Context) {
+    async fn close(&mut self, _ctx: &Context) {
         if let Some(link) = self.link.take() {
-            let _ = self.on_rt(ctx, link.close()).await;
+            let _ = task(link.close()).await;
         }
-        self.rt = None;
     }
 
     async fn connection_test(&mut self, ctx: &Context) -> Result<(), ConnectorError> {
         let cfg = self.cfg.clone();
         let refs = self.refs.clone();
         let c = ctx.clone();
-        self.on_rt(ctx, async move {
+        task(async move {
             let link = session::open(&cfg, &c).await?;
             let r = source::resolve(&link.session, &cfg, &refs)
                 .await
@@ -290,26 +252,25 @@ impl Connector for OpcUa {
         .await?
     }
 
-    async fn health(&mut self, ctx: &Context) -> Health {
+    async fn health(&mut self, _ctx: &Context) -> Health {
         let session = match self.session() {
             Ok(s) => s,
             Err(e) => return Health::Unhealthy(e.to_string()),
         };
         let timeout = self.cfg.request_timeout();
-        let read = self
-            .on_rt(ctx, async move {
-                let ids = [
-                    opcua::types::VariableId::Server_ServerStatus_State,
-                    opcua::types::VariableId::Server_ServerStatus_CurrentTime,
-                ]
-                .map(|v| opcua::types::ReadValueId::from(NodeId::from(v)));
-                tokio::time::timeout(
-                    timeout,
-                    session.read(&ids, opcua::types::TimestampsToReturn::Neither, 0.0),
-                )
-                .await
-            })
-            .await;
+        let read = task(async move {
+            let ids = [
+                opcua::types::VariableId::Server_ServerStatus_State,
+                opcua::types::VariableId::Server_ServerStatus_CurrentTime,
+            ]
+            .map(|v| opcua::types::ReadValueId::from(NodeId::from(v)));
+            tokio::time::timeout(
+                timeout,
+                session.read(&ids, opcua::types::TimestampsToReturn::Neither, 0.0),
+            )
+            .await
+        })
+        .await;
         match read {
             Ok(Ok(Ok(values))) => {
                 let state = values.first().and_then(|v| v.value.clone());
@@ -411,10 +372,7 @@ impl Source for OpcUa {
                     let nodes = self.nodes.clone();
                     let tags = self.tags(ctx);
                     let timeout = self.cfg.request_timeout();
-                    match self
-                        .on_rt(ctx, async move {
-                            source::poll(&session, &nodes, &tags, timeout).await
-                        })
+                    match task(async move { source::poll(&session, &nodes, &tags, timeout).await })
                         .await?
                     {
                         Ok(events) => self.samples.push(events),
@@ -453,7 +411,7 @@ impl Source for OpcUa {
 impl Responder for OpcUa {
     async fn call(
         &mut self,
-        ctx: &Context,
+        _ctx: &Context,
         method: &str,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, ConnectorError> {
@@ -465,10 +423,7 @@ impl Responder for OpcUa {
         let session = self.session()?;
         let timeout = self.cfg.request_timeout();
         let method = method.to_owned();
-        self.on_rt(ctx, async move {
-            responder::call(&session, &method, payload, timeout).await
-        })
-        .await?
+        task(async move { responder::call(&session, &method, payload, timeout).await }).await?
     }
 }
 
