@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use futures::StreamExt;
-use millwright_actors::broker::{BrokerHandle, BrokerMsg, BrokerOptions, DeliveryMode};
-use millwright_actors::bus::{Bus, NatsOptions};
-use millwright_actors::status::StatusBoard;
+use millwright_broker::{BrokerHandle, BrokerMsg, BrokerOptions, DeliveryMode};
+use millwright_bus::{Bus, NatsOptions};
+use millwright_kernel::status::StatusBoard;
 use millwright_plugin_sdk::event::Envelope;
 use millwright_tests::NatsServer;
 use ractor::ActorRef;
@@ -137,10 +137,9 @@ async fn spawn_broker(bus: Bus, mode: DeliveryMode, name: &str) -> Spawned {
     options.mode = mode;
     options.breaker.open_base = Duration::from_millis(100);
     options.breaker.open_max = Duration::from_millis(500);
-    let (handle, actor) =
-        millwright_actors::broker::actor::spawn(name, options, bus, StatusBoard::new())
-            .await
-            .expect("broker starts");
+    let (handle, actor) = millwright_broker::actor::spawn(name, options, bus, StatusBoard::new())
+        .await
+        .expect("broker starts");
     Spawned {
         handle,
         actor,

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use millwright_actors::bus::{Bus, Message};
+use millwright_bus::{Bus, Message};
 use tokio::sync::mpsc;
 
 const N: usize = 1_000_000;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use millwright_actors::bus::{Bus, Headers, Message, NatsOptions, PreparedSubject};
+use millwright_bus::{Bus, Headers, Message, NatsOptions, PreparedSubject};
 use millwright_tests::NatsServer;
 
 const N: usize = 200_000;

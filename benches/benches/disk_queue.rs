@@ -25,7 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use millwright_actors::broker::disk_queue::{DiskQueue, DiskQueueOptions, SyncPolicy};
+use millwright_storage::disk_queue::{DiskQueue, DiskQueueOptions, SyncPolicy};
 
 const PAYLOAD: usize = 256;
 const RUNS: usize = 5;

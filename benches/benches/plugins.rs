@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use millwright_actors::broker::BrokerOptions;
-use millwright_actors::bus::Bus;
-use millwright_actors::connector::{
+use millwright_broker::BrokerOptions;
+use millwright_bus::Bus;
+use millwright_connect::{
     ConnectorActor, ConnectorArgs, ConnectorSpec, StaticTransport, Transport, TransportFactory,
 };
-use millwright_actors::status::StatusBoard;
-use millwright_actors::supervisor::BackoffPolicy;
+use millwright_kernel::status::StatusBoard;
+use millwright_kernel::supervisor::BackoffPolicy;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use millwright_runtime::plugin_host::{self, DylibTransport};
 use millwright_runtime::plugin_process::{ProcessSpec, ProcessTransport};
@@ -141,7 +141,7 @@ async fn pipeline(
     let mut sub = bus.subscribe("mw.ev.>").await.expect("subscribe");
     let board = StatusBoard::new();
     let broker_id = format!("bench{n}/broker");
-    let (broker, broker_actor) = millwright_actors::broker::actor::spawn(
+    let (broker, broker_actor) = millwright_broker::actor::spawn(
         &broker_id,
         BrokerOptions::new(dir.path()),
         bus.clone(),
@@ -176,7 +176,7 @@ async fn pipeline(
     .expect("connector");
     // The embedded bus drops what a slow subscriber cannot take (as NATS does): a round that
     // loses events fails with that, instead of waiting for them.
-    let next = async |sub: &mut millwright_actors::bus::Subscription| {
+    let next = async |sub: &mut millwright_bus::Subscription| {
         tokio::time::timeout(Duration::from_secs(30), sub.next())
             .await
             .expect("an event within 30 s: none dropped as a slow consumer")

@@ -19,8 +19,8 @@
 
 use std::time::{Duration, Instant};
 
-use millwright_actors::status::StatusBoard;
-use millwright_actors::supervisor::{
+use millwright_kernel::status::StatusBoard;
+use millwright_kernel::supervisor::{
     self, BackoffPolicy, ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec,
 };
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};

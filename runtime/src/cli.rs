@@ -109,11 +109,10 @@ fn check(path: &std::path::Path) -> ExitCode {
                 None => "embedded bus".to_owned(),
             };
             println!(
-                "{}: ok (node {}, {} connectors, {} sims, {bus})",
+                "{}: ok (node {}, {} connectors, {bus})",
                 path.display(),
                 config.node.name,
                 config.connectors.len(),
-                config.sims.len()
             );
             ExitCode::SUCCESS
         }

@@ -20,21 +20,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_actors::broker::disk_queue::DiskQueueOptions;
-use millwright_actors::broker::{
+use millwright_broker::{
     Broker, BrokerArgs, BrokerHandle, BrokerOptions, DeliveryMode, Intake, StreamSpec,
 };
-use millwright_actors::bus::{Bus, SubjectScheme};
-use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec};
-use millwright_actors::sim::{FaultSchedule, Sim, SimArgs, SimSpec};
-use millwright_actors::status::StatusBoard;
-use millwright_actors::supervisor::{
+use millwright_bus::{Bus, SubjectScheme};
+use millwright_connect::{ConnectorActor, ConnectorArgs, ConnectorSpec};
+use millwright_kernel::status::StatusBoard;
+use millwright_kernel::supervisor::{
     BackoffPolicy, ChildSpec, RestartIntensity, RestartType, Strategy, SupervisorSpec, child_name,
 };
 use millwright_plugin_sdk::circuit_breaker::BreakerConfig;
+use millwright_storage::disk_queue::DiskQueueOptions;
 use ractor::Actor;
 
-use crate::config::{BrokerMode, Config, SimConfig, SupervisionConfig};
+use crate::config::{BrokerMode, Config, SupervisionConfig};
 
 /// What every component builder gets.
 #[derive(Debug, Clone)]
@@ -79,11 +78,6 @@ pub const BUILTIN: &[Component] = &[
         id: CONNECTORS,
         description: "connector instances run from plugins ([connectors.<name>])",
         build: connectors,
-    },
-    Component {
-        id: SIMS,
-        description: "simulated machines ([sims.<name>])",
-        build: sims,
     },
 ];
 
@@ -142,8 +136,6 @@ fn connector_child(ctx: &BuildContext, c: &crate::plugins::PreparedConnector) ->
 
 /// The child id of the broker.
 pub const BROKER: &str = "broker";
-/// The child id of the sims supervisor.
-pub const SIMS: &str = "sims";
 
 /// The broker's status-board id and registry name.
 pub fn broker_id(node: &str) -> String {
@@ -220,11 +212,6 @@ pub fn connector_id(node: &str, instance: &str) -> String {
     format!("{}/{CONNECTORS}/{instance}", root_name(node))
 }
 
-/// The registry name and status-board id of machine `machine`'s sim.
-pub fn sim_id(node: &str, machine: &str) -> String {
-    format!("{}/{SIMS}/{machine}", root_name(node))
-}
-
 /// The root supervisor's spec: one_for_one over every [`BUILTIN`] component.
 pub fn root_spec(ctx: &BuildContext) -> SupervisorSpec {
     BUILTIN.iter().fold(
@@ -244,57 +231,4 @@ fn policy(spec: SupervisorSpec, s: &SupervisionConfig) -> SupervisorSpec {
             max: s.max_backoff,
             ..BackoffPolicy::default()
         })
-}
-
-/// The `sims` supervisor: one permanent sim worker per `[sims.<name>]`.
-fn sims(ctx: &BuildContext) -> ChildSpec {
-    let spec = ctx.config.sims.iter().fold(
-        policy(
-            SupervisorSpec::new(Strategy::OneForOne),
-            &ctx.config.supervision,
-        ),
-        |spec, (name, sim)| spec.child(sim_child(ctx, name, sim)),
-    );
-    ChildSpec::supervisor(SIMS, spec)
-}
-
-/// The sim's settings from its config section.
-pub fn sim_spec(ctx: &BuildContext, name: &str, sim: &SimConfig) -> SimSpec {
-    SimSpec {
-        name: name.to_owned(),
-        interval: sim.interval,
-        tags: sim
-            .tags
-            .iter()
-            .map(|t| (t.clone(), ctx.scheme.event(name, t)))
-            .collect(),
-        idle_window: ctx.config.node.idle_window,
-        schedule: FaultSchedule {
-            fail_every: sim.fail_every,
-            hang_after: sim.hang_after,
-            hang_for: sim.hang_for,
-            degrade_every: sim.degrade_every,
-            degrade_for: sim.degrade_for,
-        },
-    }
-}
-
-fn sim_child(ctx: &BuildContext, name: &str, sim: &SimConfig) -> ChildSpec {
-    let spec = Arc::new(sim_spec(ctx, name, sim));
-    let board = ctx.board.clone();
-    let sink = Arc::new(ctx.broker.clone());
-    let id = name.to_owned();
-    ChildSpec::worker(name, move |supervisor| {
-        let component_id = child_name(&supervisor, &id);
-        let args = SimArgs {
-            spec: spec.clone(),
-            component_id: component_id.clone(),
-            board: board.clone(),
-            sink: sink.clone(),
-        };
-        Box::pin(async move {
-            let (sim, _) = Actor::spawn_linked(Some(component_id), Sim, args, supervisor).await?;
-            Ok(sim.get_cell())
-        })
-    })
 }

@@ -64,9 +64,11 @@ pub struct Config {
     /// The liveness probe that detects components that stop answering.
     #[serde(default)]
     pub watchdog: WatchdogConfig,
-    /// Simulated machines, by name (`[sims.press1]`): the demo's data sources.
-    #[serde(default)]
-    pub sims: BTreeMap<String, SimConfig>,
+    /// Retired: the built-in simulator's `[sims.<name>]` sections. Kept only so that a config
+    /// that still has one is refused with the way to write it as a `sim` plugin connector.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub sims: BTreeMap<String, toml::Value>,
     /// Connector instances, by name (`[connectors.line1]`): plugins the node loads and runs.
     #[serde(default)]
     pub connectors: BTreeMap<String, ConnectorConfig>,
@@ -332,41 +334,6 @@ pub struct WatchdogConfig {
     pub timeout: Duration,
 }
 
-/// `[sims.<name>]`: one simulated machine. It publishes a changing value per tag on
-/// `<prefix>.ev.<name>.<tag>` every `interval`, and can be scheduled (here) or told (over the
-/// bus or HTTP) to fail, hang or degrade.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SimConfig {
-    /// Time between two samples of every tag.
-    #[serde(default = "defaults::sim_interval", with = "duration")]
-    #[schemars(with = "duration::Human")]
-    pub interval: Duration,
-    /// The values the machine produces, each a subject token (`temperature`).
-    #[serde(default = "defaults::sim_tags")]
-    pub tags: Vec<String>,
-    /// Panic after running this long, every time (the supervisor restarts it). Absent: never.
-    #[serde(default, with = "duration::option")]
-    #[schemars(with = "duration::option::Human")]
-    pub fail_every: Option<Duration>,
-    /// Stop answering after running this long, once per start. Absent: never.
-    #[serde(default, with = "duration::option")]
-    #[schemars(with = "duration::option::Human")]
-    pub hang_after: Option<Duration>,
-    /// How long a hang lasts, scheduled or commanded.
-    #[serde(default = "defaults::hang_for", with = "duration")]
-    #[schemars(with = "duration::Human")]
-    pub hang_for: Duration,
-    /// Go `degraded` every this long (for `degrade_for`, then recover). Absent: never.
-    #[serde(default, with = "duration::option")]
-    #[schemars(with = "duration::option::Human")]
-    pub degrade_every: Option<Duration>,
-    /// How long a scheduled degradation lasts.
-    #[serde(default = "defaults::degrade_for", with = "duration")]
-    #[schemars(with = "duration::Human")]
-    pub degrade_for: Duration,
-}
-
 /// The default of every key, one function each (serde's `default = "..."`).
 pub mod defaults {
     use super::*;
@@ -377,7 +344,7 @@ pub mod defaults {
     }
     /// `node.idle_window`: 30 s.
     pub fn idle_window() -> Duration {
-        millwright_actors::lifecycle::DEFAULT_IDLE_WINDOW
+        millwright_kernel::lifecycle::DEFAULT_IDLE_WINDOW
     }
     /// `node.shutdown_grace`: 30 s.
     pub fn shutdown_grace() -> Duration {
@@ -503,22 +470,6 @@ pub mod defaults {
     pub fn connector_call_timeout() -> Duration {
         Duration::from_secs(10)
     }
-    /// `sims.<name>.interval`.
-    pub fn sim_interval() -> Duration {
-        Duration::from_secs(1)
-    }
-    /// `sims.<name>.tags`.
-    pub fn sim_tags() -> Vec<String> {
-        vec!["temperature".to_owned(), "pressure".to_owned()]
-    }
-    /// `sims.<name>.hang_for`.
-    pub fn hang_for() -> Duration {
-        Duration::from_secs(15)
-    }
-    /// `sims.<name>.degrade_for`.
-    pub fn degrade_for() -> Duration {
-        Duration::from_secs(5)
-    }
 }
 
 impl Default for BusConfig {
@@ -558,8 +509,8 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// The disk queue's sync policy from `queue_sync`; `None` when it is neither `always` nor
     /// a positive duration (validation reports it).
-    pub fn sync_policy(&self) -> Option<millwright_actors::broker::disk_queue::SyncPolicy> {
-        use millwright_actors::broker::disk_queue::SyncPolicy;
+    pub fn sync_policy(&self) -> Option<millwright_storage::disk_queue::SyncPolicy> {
+        use millwright_storage::disk_queue::SyncPolicy;
         match self.queue_sync.trim() {
             "always" => Some(SyncPolicy::Always),
             other => humantime::parse_duration(other)

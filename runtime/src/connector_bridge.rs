@@ -35,8 +35,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::stream::{SelectAll, StreamExt};
-use millwright_actors::bus::{Bus, BusError, Headers, Message, SchemeSubject, SubjectScheme};
-use millwright_actors::connector::{self as connector_actor, ReachError};
+use millwright_bus::{Bus, BusError, Headers, Message, SchemeSubject, SubjectScheme};
+use millwright_connect::{self as connector_actor, ReachError};
 use millwright_plugin_sdk::connector::ConnectorError;
 use millwright_plugin_sdk::event::Envelope;
 use serde_json::json;
@@ -83,7 +83,7 @@ pub async fn spawn(bus: &Bus, spec: BridgeSpec) -> Result<Vec<JoinHandle<()>>, B
     Ok(tasks)
 }
 
-async fn feed_sink(mut subs: SelectAll<millwright_actors::bus::Subscription>, spec: BridgeSpec) {
+async fn feed_sink(mut subs: SelectAll<millwright_bus::Subscription>, spec: BridgeSpec) {
     let max = spec.max_batch.max(1);
     while let Some(first) = subs.next().await {
         let mut batch = vec![to_envelope(first)];
@@ -182,7 +182,7 @@ fn to_envelope(m: Message) -> Envelope {
     Envelope::new("bus", m.subject, payload)
 }
 
-async fn serve_calls(bus: Bus, mut sub: millwright_actors::bus::Subscription, spec: BridgeSpec) {
+async fn serve_calls(bus: Bus, mut sub: millwright_bus::Subscription, spec: BridgeSpec) {
     let pending = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CALLS));
     while let Some(request) = sub.next().await {
         let (bus, spec) = (bus.clone(), spec.clone());

@@ -2,65 +2,28 @@
 //!
 //! | bus subject | body | HTTP |
 //! |---|---|---|
-//! | `<prefix>.ctl.<node>.sim` | `{"machine": "press1", "command": "fail"}` | `POST /control/sims/{machine}/{command}` |
 //! | `<prefix>.ctl.<node>.dlq` | a [`DlqCommand`], e.g. `{"op": "list", "limit": 20}` | `POST /control/dlq` (same body) |
 //!
 //! A request on the bus gets `{"ok": true}` (with `"reply": ...` for the DLQ) or
-//! `{"ok": false, "error": "..."}` back. Sim commands are those of [`SimCommand`]: `fail`,
-//! `hang`, `degrade`, `recover`, `pause`, `resume`; DLQ commands are `list`, `show`, `replay`
-//! and `purge` (see `millwright dlq`).
+//! `{"ok": false, "error": "..."}` back. DLQ commands are `list`, `show`, `replay` and
+//! `purge` (see `millwright dlq`).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use millwright_actors::broker::dlq_admin::{DlqCommand, DlqReply};
-use millwright_actors::broker::{self, BrokerCallError};
-use millwright_actors::bus::{Bus, BusError, Headers, Subscription};
-use millwright_actors::sim::{self, SimCommand, SimError};
+use millwright_broker::BrokerCallError;
+use millwright_broker::dlq_admin::{DlqCommand, DlqReply};
+use millwright_bus::{Bus, BusError, Headers, Subscription};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::components;
 
-/// The control verb for sims: `<prefix>.ctl.<node>.sim`.
-pub const SIM_VERB: &str = "sim";
 /// The control verb for the DLQ: `<prefix>.ctl.<node>.dlq`.
 pub const DLQ_VERB: &str = "dlq";
 /// How long a DLQ command may take on the broker.
 pub const DLQ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why a control request was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    /// No such machine in the config.
-    #[error("unknown machine {machine:?} (configured: {known})")]
-    UnknownMachine {
-        /// The requested name.
-        machine: String,
-        /// The configured names, comma-separated.
-        known: String,
-    },
-    /// The machine exists but its sim is not running right now (restarting).
-    #[error("{0}")]
-    NotRunning(#[from] SimError),
-    /// The request body is not a control request.
-    #[error(
-        "invalid request: {0} (expected {{\"machine\": \"<name>\", \"command\": \"fail|hang|degrade|recover|pause|resume\"}})"
-    )]
-    BadRequest(String),
-}
-
-/// A sim control request, as sent on the bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimControlRequest {
-    /// The machine (`[sims.<machine>]`).
-    pub machine: String,
-    /// What to do.
-    pub command: SimCommand,
-}
 
 /// The reply to a control request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,33 +42,12 @@ pub struct ControlReply {
 #[derive(Debug, Clone)]
 pub struct Control {
     node: String,
-    machines: BTreeSet<String>,
 }
 
 impl Control {
-    /// Control of the sims `machines` of node `node`.
-    pub fn new(node: impl Into<String>, machines: impl IntoIterator<Item = String>) -> Self {
-        Self {
-            node: node.into(),
-            machines: machines.into_iter().collect(),
-        }
-    }
-
-    /// Sends `command` to machine `machine`'s sim.
-    ///
-    /// # Errors
-    /// [`ControlError::UnknownMachine`] for a name not in the config,
-    /// [`ControlError::NotRunning`] when its sim is between a crash and its restart.
-    pub async fn sim(&self, machine: &str, command: SimCommand) -> Result<(), ControlError> {
-        if !self.machines.contains(machine) {
-            return Err(ControlError::UnknownMachine {
-                machine: machine.to_owned(),
-                known: self.machines.iter().cloned().collect::<Vec<_>>().join(", "),
-            });
-        }
-        sim::command(&components::sim_id(&self.node, machine), command).await?;
-        tracing::info!(machine, %command, "control: command delivered");
-        Ok(())
+    /// Control of node `node`'s components.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self { node: node.into() }
     }
 
     /// Runs a DLQ command on this node's broker.
@@ -113,7 +55,7 @@ impl Control {
     /// # Errors
     /// [`BrokerCallError`] when the broker is not running, slow, or the command failed.
     pub async fn dlq(&self, command: DlqCommand) -> Result<DlqReply, BrokerCallError> {
-        let reply = broker::actor::dlq(
+        let reply = millwright_broker::actor::dlq(
             &components::broker_id(&self.node),
             command.clone(),
             DLQ_TIMEOUT,
@@ -121,16 +63,6 @@ impl Control {
         .await?;
         tracing::info!(?command, "control: dlq command done");
         Ok(reply)
-    }
-
-    /// Handles one bus message with a [`SimControlRequest`] body.
-    async fn handle_sim(&self, payload: &[u8]) -> Result<Option<serde_json::Value>, String> {
-        let req: SimControlRequest = serde_json::from_slice(payload)
-            .map_err(|e| ControlError::BadRequest(e.to_string()).to_string())?;
-        self.sim(&req.machine, req.command)
-            .await
-            .map(|()| None)
-            .map_err(|e| e.to_string())
     }
 
     /// Handles one bus message with a [`DlqCommand`] body.
@@ -148,8 +80,6 @@ impl Control {
 /// Which control requests a subscription serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
-    /// [`SIM_VERB`].
-    Sim,
     /// [`DLQ_VERB`].
     Dlq,
 }
@@ -158,7 +88,6 @@ impl Verb {
     /// The subject token.
     pub fn token(self) -> &'static str {
         match self {
-            Self::Sim => SIM_VERB,
             Self::Dlq => DLQ_VERB,
         }
     }
@@ -169,7 +98,6 @@ impl Verb {
         payload: &'a [u8],
     ) -> BoxFuture<'a, Result<Option<serde_json::Value>, String>> {
         match self {
-            Self::Sim => Box::pin(control.handle_sim(payload)),
             Self::Dlq => Box::pin(control.handle_dlq(payload)),
         }
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgGroup, Subcommand};
-use millwright_actors::broker::dlq_admin::{self, DlqCommand, DlqReply, Target};
-use millwright_actors::bus::{Bus, Headers, NatsOptions, SubjectScheme};
+use millwright_broker::dlq_admin::{self, DlqCommand, DlqReply, Target};
+use millwright_bus::{Bus, Headers, NatsOptions, SubjectScheme};
 use millwright_plugin_sdk::event::EventId;
 
 use crate::components;

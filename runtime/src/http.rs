@@ -8,7 +8,6 @@
 //! | GET | `/health` | JSON: node, status, phase, every component's state, restarts, last error |
 //! | GET | `/values` | JSON: the latest value of every tag of this node's sources |
 //! | GET | `/` | a status page that polls `/health` and `/values` every second |
-//! | POST | `/control/sims/{machine}/{command}` | tells a sim to `fail`, `hang`, `degrade`, `recover`, `pause` or `resume` |
 //! | POST | `/events` | ingests a JSON array of event envelopes through the broker; 200 once every one is durable |
 //! | GET | `/plugins` | JSON: every connector's plugin, version, mode, file, SDK and ABI |
 //! | GET | `/broker` | JSON: the broker's mode, breaker, queue depth and bytes, DLQ size, counters |
@@ -24,18 +23,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use millwright_actors::status::{ComponentStatus, StatusBoard};
+use millwright_kernel::status::{ComponentStatus, StatusBoard};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use millwright_actors::broker::dlq_admin::DlqCommand;
-use millwright_actors::broker::{self, BrokerCallError, BrokerError, BrokerHandle};
-use millwright_actors::bus::subject;
+use millwright_broker::dlq_admin::DlqCommand;
+use millwright_broker::{self, BrokerCallError, BrokerError, BrokerHandle};
+use millwright_bus::subject;
 use millwright_plugin_sdk::event::Envelope;
 
 use crate::components;
-use crate::control::{Control, ControlError};
+use crate::control::Control;
 use crate::latest::{LatestValue, LatestValues};
 use crate::phase::{Phase, PhaseCell};
 
@@ -139,7 +138,6 @@ pub fn router(state: HttpState) -> Router {
         .route("/ready", get(ready))
         .route("/health", get(health))
         .route("/values", get(values))
-        .route("/control/sims/{machine}/{command}", post(control_sim))
         .route("/events", post(ingest_events))
         .route("/broker", get(broker_stats))
         .route("/plugins", get(plugins))
@@ -203,39 +201,6 @@ async fn health(State(state): State<HttpState>) -> Response {
 
 async fn values(State(state): State<HttpState>) -> Json<Vec<LatestValue>> {
     Json(state.latest.snapshot())
-}
-
-async fn control_sim(
-    State(state): State<HttpState>,
-    Path((machine, command)): Path<(String, String)>,
-) -> Response {
-    let reply = |code: StatusCode, error: Option<String>| {
-        let body = match error {
-            None => serde_json::json!({ "ok": true, "machine": machine, "command": command }),
-            Some(e) => serde_json::json!({ "ok": false, "error": e }),
-        };
-        (code, Json(body)).into_response()
-    };
-    if state.phase.get() == Phase::Stopping {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("the node is shutting down".to_owned()),
-        );
-    }
-    let command = match command.parse() {
-        Ok(c) => c,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, Some(format!("{e}"))),
-    };
-    match state.control.sim(&machine, command).await {
-        Ok(()) => reply(StatusCode::ACCEPTED, None),
-        Err(e @ ControlError::UnknownMachine { .. }) => {
-            reply(StatusCode::NOT_FOUND, Some(e.to_string()))
-        }
-        Err(e @ ControlError::NotRunning(_)) => {
-            reply(StatusCode::SERVICE_UNAVAILABLE, Some(e.to_string()))
-        }
-        Err(e @ ControlError::BadRequest(_)) => reply(StatusCode::BAD_REQUEST, Some(e.to_string())),
-    }
 }
 
 fn error_body(code: StatusCode, error: impl std::fmt::Display) -> Response {
@@ -305,7 +270,7 @@ fn broker_error(e: BrokerCallError) -> Response {
 
 /// `GET /broker`.
 async fn broker_stats(State(state): State<HttpState>) -> Response {
-    match broker::actor::stats(
+    match millwright_broker::actor::stats(
         &components::broker_id(&state.node),
         std::time::Duration::from_secs(5),
     )

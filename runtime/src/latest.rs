@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use millwright_actors::bus::{Bus, BusError};
+use millwright_bus::{Bus, BusError};
 use millwright_plugin_sdk::event::Envelope;
 use parking_lot::RwLock;
 use serde::Serialize;

@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use millwright_actors::broker::{BrokerHandle, BrokerOptions, DeliveryMode, StreamError, stream};
-use millwright_actors::bus::{Bus, BusError, ConnectionState, NatsOptions, SubjectScheme};
-use millwright_actors::status::StatusBoard;
-use millwright_actors::supervisor::{Supervisor, SupervisorMsg};
+use millwright_broker::{BrokerHandle, BrokerOptions, DeliveryMode, StreamError, stream};
+use millwright_bus::{Bus, BusError, ConnectionState, NatsOptions, SubjectScheme};
+use millwright_kernel::status::StatusBoard;
+use millwright_kernel::supervisor::{Supervisor, SupervisorMsg};
 use millwright_plugin_sdk::connector::Kind;
 use ractor::{ActorRef, SpawnErr};
 use tokio::sync::oneshot;
@@ -117,8 +117,7 @@ impl Node {
         phase.set(Phase::Starting);
         let board = StatusBoard::new();
 
-        let machines: Vec<String> = config.sims.keys().cloned().collect();
-        let control = Control::new(name.clone(), machines.clone());
+        let control = Control::new(name.clone());
         let latest = LatestValues::default();
         // Plugins are loaded and checked, and every connector's config validated against its
         // plugin's schema, before anything runs.
@@ -180,10 +179,9 @@ impl Node {
         let latest_tasks = latest
             .follow(
                 &bus,
-                machines
+                connectors
                     .iter()
-                    .chain(connectors.iter().map(|c| &c.name))
-                    .map(|m| scheme.events_of(m))
+                    .map(|c| scheme.events_of(&c.name))
                     .collect(),
             )
             .await?;
@@ -229,12 +227,12 @@ impl Node {
         });
         tracing::info!(
             components = components::BUILTIN.len(),
-            sims = machines.len(),
+            connectors = connectors.len(),
             "supervision tree up"
         );
 
         let mut control_tasks = bridge_tasks;
-        for verb in [control::Verb::Sim, control::Verb::Dlq] {
+        for verb in [control::Verb::Dlq] {
             control_tasks.push(
                 control::serve_bus(
                     bus.clone(),
@@ -245,17 +243,16 @@ impl Node {
                 .await?,
             );
         }
-        let probes = machines
+        let probes = connectors
             .iter()
-            .map(|m| watchdog::Probe::sim(components::sim_id(&name, m)))
-            .chain(connectors.iter().map(|c| {
+            .map(|c| {
                 // A connector counts as not answering only once one plugin request has
                 // taken longer than its call timeout (a CMMS call may retry for seconds).
                 watchdog::Probe::connector(
                     components::connector_id(&name, &c.name),
                     c.config.call_timeout.max(config.watchdog.timeout),
                 )
-            }))
+            })
             .collect();
         let watchdog = watchdog::spawn(board.clone(), probes, config.watchdog.clone());
 

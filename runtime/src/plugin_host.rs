@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_actors::connector::{BoxFuture, NodeHost, Transport, TransportError};
+use millwright_connect::{BoxFuture, NodeHost, Transport, TransportError};
 use millwright_plugin_sdk::abi::host::HostedInstance;
 use millwright_plugin_sdk::abi::{
     self, HEADER_SYMBOL, HEADER_SYMBOL_PREFIX, LEGACY_ENTRY_PREFIX, MAGIC, PluginHeader,
@@ -277,7 +277,7 @@ pub fn transport_factory(
     plugin: Arc<LoadedPlugin>,
     instance: String,
     call_timeout: Duration,
-) -> millwright_actors::connector::TransportFactory {
+) -> millwright_connect::TransportFactory {
     Arc::new(move || -> Box<dyn Transport> {
         match DylibTransport::new(&plugin, &instance, call_timeout) {
             Ok(t) => Box::new(t),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use millwright_actors::connector::{BoxFuture, NodeHost, Transport, TransportError};
+use millwright_connect::{BoxFuture, NodeHost, Transport, TransportError};
 use millwright_plugin_sdk::context::Host;
 use millwright_plugin_sdk::manifest::{ABI_MAJOR, ABI_MINOR, Manifest};
 use millwright_plugin_sdk::protocol::{Request, Response};
@@ -289,6 +289,6 @@ impl Transport for ProcessTransport {
 }
 
 /// A factory for the connector actor: a fresh process per incarnation.
-pub fn transport_factory(spec: ProcessSpec) -> millwright_actors::connector::TransportFactory {
+pub fn transport_factory(spec: ProcessSpec) -> millwright_connect::TransportFactory {
     Arc::new(move || -> Box<dyn Transport> { Box::new(ProcessTransport::new(spec.clone())) })
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use millwright_actors::connector::{Transport, TransportFactory};
+use millwright_connect::{Transport, TransportFactory};
 use millwright_plugin_sdk::connector::Kind;
 use millwright_plugin_sdk::manifest::Manifest;
 use millwright_plugin_sdk::protocol::Request;
@@ -215,7 +215,7 @@ pub async fn prepare(
         };
         validate(name, c, &manifest)?;
         for subject in &c.subscribe {
-            if let Err(e) = millwright_actors::bus::subject::validate_subscribe_subject(subject) {
+            if let Err(e) = millwright_bus::subject::validate_subscribe_subject(subject) {
                 return Err(Box::new(PreparePluginError::Shape {
                     name: name.clone(),
                     key: "subscribe",

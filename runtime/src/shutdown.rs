@@ -15,11 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use millwright_actors::sim::{self, SimCommand};
-use millwright_actors::supervisor;
+use millwright_kernel::supervisor;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::components;
 use crate::node::{Node, NodeError};
 use crate::phase::Phase;
 
@@ -116,13 +114,7 @@ impl Node {
         let begun = Instant::now();
         let grace = self.config.node.shutdown_grace;
         tracing::info!(?cause, grace = %humantime::format_duration(grace), "shutdown started");
-        let name = self.config.node.name.clone();
-        let sims: Vec<String> = self
-            .config
-            .sims
-            .keys()
-            .map(|m| components::sim_id(&name, m))
-            .collect();
+        let sims: Vec<String> = Vec::new();
 
         step(1);
         self.phase.set(Phase::Stopping);
@@ -132,17 +124,13 @@ impl Node {
         for task in &self.watchdog {
             task.abort();
         }
-        for id in &sims {
-            // A sim that is restarting has nothing to pause.
-            let _ = sim::command(id, SimCommand::Pause).await;
-        }
 
         step(2);
         let deadline = tokio::time::Instant::now() + grace;
         let drains = sims.iter().map(|id| async move {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match sim::ping(id, left.max(Duration::from_millis(1))).await {
-                Ok(_) | Err(sim::SimError::NotRunning(_)) => true,
+            match millwright_connect::ping(id, left.max(Duration::from_millis(1))).await {
+                Ok(_) | Err(millwright_connect::ReachError::NotRunning(_)) => true,
                 Err(e) => {
                     tracing::warn!(component = %id, error = %e, "not drained within the grace window");
                     false

@@ -6,8 +6,8 @@
 //! a full snapshot rather than dropping states silently.
 
 use bytes::Bytes;
-use millwright_actors::bus::{Bus, Headers, Message, SubjectScheme};
-use millwright_actors::status::{ComponentStatus, StatusBoard};
+use millwright_bus::{Bus, Headers, Message, SubjectScheme};
+use millwright_kernel::status::{ComponentStatus, StatusBoard};
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;

@@ -11,10 +11,9 @@
 
 use std::time::Duration;
 
-use millwright_actors::connector::{self, ReachError};
-use millwright_actors::lifecycle::State;
-use millwright_actors::sim::{self, SimError};
-use millwright_actors::status::StatusBoard;
+use millwright_connect::{self as connector, ReachError};
+use millwright_kernel::lifecycle::State;
+use millwright_kernel::status::StatusBoard;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -23,8 +22,6 @@ use crate::config::WatchdogConfig;
 /// One component the watchdog pings, by its registry name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// A simulated machine.
-    Sim(String),
     /// A connector instance, and how long it may take to answer (its call timeout: a ping
     /// waits behind the plugin request in progress).
     Connector(String, Duration),
@@ -38,11 +35,6 @@ enum Ping {
 }
 
 impl Probe {
-    /// A sim's probe.
-    pub fn sim(id: String) -> Self {
-        Self::Sim(id)
-    }
-
     /// A connector's probe, which waits at most `timeout` (at least the watchdog's).
     pub fn connector(id: String, timeout: Duration) -> Self {
         Self::Connector(id, timeout)
@@ -50,17 +42,12 @@ impl Probe {
 
     fn id(&self) -> &str {
         match self {
-            Self::Sim(id) | Self::Connector(id, _) => id,
+            Self::Connector(id, _) => id,
         }
     }
 
     async fn ping(&self, timeout: Duration) -> Ping {
         match self {
-            Self::Sim(id) => match sim::ping(id, timeout).await {
-                Ok(state) => Ping::Answered(state),
-                Err(SimError::Timeout { timeout, .. }) => Ping::Silent(timeout),
-                Err(SimError::NotRunning(_)) => Ping::NotRunning,
-            },
             Self::Connector(id, own) => match connector::ping(id, timeout.max(*own)).await {
                 Ok(state) => Ping::Answered(state),
                 Err(ReachError::Timeout { timeout, .. }) => Ping::Silent(timeout),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use millwright_actors::bus::{Headers, Subscription};
+use millwright_bus::{Headers, Subscription};
 use millwright_plugin_sdk::event::Envelope;
 use millwright_runtime::Node;
 use millwright_runtime::config::Config;

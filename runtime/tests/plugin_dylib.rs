@@ -12,12 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use millwright_actors::bus::Bus;
-use millwright_actors::connector::{
-    ConnectorActor, ConnectorArgs, ConnectorSpec, Transport, TransportError,
-};
-use millwright_actors::status::StatusBoard;
-use millwright_actors::supervisor::BackoffPolicy;
+use millwright_bus::Bus;
+use millwright_connect::{ConnectorActor, ConnectorArgs, ConnectorSpec, Transport, TransportError};
+use millwright_kernel::status::StatusBoard;
+use millwright_kernel::supervisor::BackoffPolicy;
 use millwright_plugin_sdk::connector::{ConnectorError, Kind};
 use millwright_plugin_sdk::event::Envelope;
 use millwright_plugin_sdk::protocol::{Request, Response};

@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use millwright_actors::connector::Transport;
+use millwright_connect::Transport;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use millwright_runtime::plugin_process::{self, ProcessSpec, ProcessTransport};
 

@@ -8,12 +8,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use millwright_actors::broker::dlq_admin::{DlqCommand, DlqReply, Target};
-use millwright_actors::broker::{
-    BrokerHandle, BrokerMsg, BrokerOptions, BrokerStats, DeliveryMode,
-};
-use millwright_actors::bus::{Bus, NatsOptions};
-use millwright_actors::status::StatusBoard;
+use millwright_broker::dlq_admin::{DlqCommand, DlqReply, Target};
+use millwright_broker::{BrokerHandle, BrokerMsg, BrokerOptions, BrokerStats, DeliveryMode};
+use millwright_bus::{Bus, NatsOptions};
+use millwright_kernel::status::StatusBoard;
 use millwright_plugin_sdk::event::{Envelope, EventId};
 use millwright_tests::{NatsServer, wait_for, wait_until};
 use ractor::ActorRef;
@@ -46,7 +44,7 @@ async fn nats_bus(server: &NatsServer) -> Bus {
     // `retry_on_initial_connect` returns before the connection is up; the tests start from a
     // connected client (what happens before is the node tests' business).
     wait_until(WAIT, || async {
-        bus.connection_state() == millwright_actors::bus::ConnectionState::Connected
+        bus.connection_state() == millwright_bus::ConnectionState::Connected
     })
     .await
     .expect("connects");
@@ -63,7 +61,7 @@ async fn rig(bus: Bus, tweak: impl FnOnce(&mut BrokerOptions)) -> Rig {
 async fn spawn(bus: Bus, opts: BrokerOptions, dir: tempfile::TempDir) -> Rig {
     let board = StatusBoard::new();
     let id = format!("t{}/broker", EventId::new());
-    let (handle, broker) = millwright_actors::broker::actor::spawn(&id, opts, bus, board.clone())
+    let (handle, broker) = millwright_broker::actor::spawn(&id, opts, bus, board.clone())
         .await
         .unwrap();
     Rig {
@@ -459,7 +457,7 @@ async fn the_intake_bounds_producers_with_a_busy_error_instead_of_blocking() {
     assert!(
         matches!(
             done.await.unwrap(),
-            Err(millwright_actors::broker::BrokerError::Busy { .. })
+            Err(millwright_broker::BrokerError::Busy { .. })
         ),
         "a full intake answers busy"
     );

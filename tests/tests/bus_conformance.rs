@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use millwright_actors::bus::{
+use millwright_bus::{
     BackendKind, Bus, BusError, ConnectionState, Headers, MSG_ID_HEADER, Message, NatsOptions,
     PreparedSubject, Subscription,
 };
@@ -749,7 +749,7 @@ mod nats_faults {
 
 mod embedded_policy {
     use super::*;
-    use millwright_actors::bus::EmbeddedOptions;
+    use millwright_bus::EmbeddedOptions;
 
     #[tokio::test]
     async fn a_full_subscriber_loses_new_messages_and_the_publisher_never_waits() {

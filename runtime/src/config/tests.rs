@@ -30,37 +30,35 @@ fn minimal_config_gets_every_default() {
 }
 
 #[test]
-fn sims_parse_with_fault_knobs() {
-    let c = Config::parse(
-        "x.toml",
-        "[node]\nname = \"n\"\n[sims.press1]\ninterval = \"250ms\"\ntags = [\"t\"]\nfail_every = \"20s\"\n",
-    )
-    .unwrap();
-    let s = &c.sims["press1"];
-    assert_eq!(s.interval, Duration::from_millis(250));
-    assert_eq!(s.fail_every, Some(Duration::from_secs(20)));
-    assert_eq!(s.hang_after, None);
-    assert_eq!(s.tags, ["t"]);
+fn a_retired_sims_section_is_refused_with_the_plugin_form() {
+    let d = err("[node]\nname = \"n\"\n\n[sims.press1]\ninterval = \"250ms\"\n");
+    assert_eq!(d.path, "sims.press1");
+    assert_eq!(d.line, Some(4));
+    assert!(d.message.contains("retired"), "{d}");
+    let hint = d.hint.as_deref().unwrap();
+    assert!(
+        hint.contains("[connectors.press1]") && hint.contains("plugin = \"sim\""),
+        "{d}"
+    );
 }
 
 #[test]
 fn bad_duration_names_path_line_and_hint() {
-    let d =
-        err("[node]\nname = \"n\"\n\n[sims.press1]\ntags = [\"t\"]\ninterval = \"5 parsecs\"\n");
-    assert_eq!(d.path, "sims.press1.interval");
-    assert_eq!(d.line, Some(6));
+    let d = err("[node]\nname = \"n\"\n\n[watchdog]\ninterval = \"5 parsecs\"\n");
+    assert_eq!(d.path, "watchdog.interval");
+    assert_eq!(d.line, Some(5));
     assert_eq!(d.message, "invalid value \"5 parsecs\"");
     assert_eq!(
         d.to_string(),
-        "plant.toml: sims.press1.interval: invalid value \"5 parsecs\" at line 6 \
+        "plant.toml: watchdog.interval: invalid value \"5 parsecs\" at line 5 \
          (expected a duration such as \"500ms\" or \"5s\")"
     );
 }
 
 #[test]
 fn unknown_key_suggests_the_known_one() {
-    let d = err("[node]\nname = \"n\"\n[sims.p]\nintervall = \"1s\"\n");
-    assert_eq!(d.path, "sims.p.intervall");
+    let d = err("[node]\nname = \"n\"\n[watchdog]\nintervall = \"1s\"\n");
+    assert_eq!(d.path, "watchdog.intervall");
     assert_eq!(d.line, Some(4));
     assert_eq!(d.message, "unknown key `intervall`");
     assert_eq!(d.hint.as_deref(), Some("did you mean `interval`?"));
@@ -71,7 +69,7 @@ fn unknown_section_lists_known_keys_when_nothing_is_close() {
     let d = err("[node]\nname = \"n\"\n[plc]\nx = 1\n");
     assert_eq!(d.path, "plc");
     assert_eq!(d.line, Some(3));
-    assert!(d.hint.as_deref().unwrap().contains("sims"), "{d}");
+    assert!(d.hint.as_deref().unwrap().contains("connectors"), "{d}");
 }
 
 #[test]
@@ -120,13 +118,8 @@ fn semantic_problems_are_located() {
     assert_eq!(d.line, Some(2));
     assert!(d.hint.as_deref().unwrap().contains("subject token"));
 
-    let d = err("[node]\nname = \"n\"\n[sims.p]\ntags = [\"a\",\n \"a\"]\n");
-    assert_eq!(d.path, "sims.p.tags.1");
-    assert_eq!(d.line, Some(5));
-    assert_eq!(d.message, "duplicate tag \"a\"");
-
-    let d = err("[node]\nname = \"n\"\n[sims.p]\ninterval = \"0s\"\n");
-    assert_eq!(d.path, "sims.p.interval");
+    let d = err("[node]\nname = \"n\"\n[watchdog]\ninterval = \"0s\"\n");
+    assert_eq!(d.path, "watchdog.interval");
     assert_eq!(d.line, Some(4));
 
     let d = err("[node]\nname = \"n\"\n[bus]\nnats_url = \"localhost:4222\"\n");
@@ -192,13 +185,11 @@ fn the_reference_documents_every_section_and_key() {
     let md = docs::reference_markdown();
     for needle in [
         "### `[node]`",
-        "### `[sims.<name>]`",
+        "### `[connectors.<name>]`",
         "| `name` | string | required |",
         "| `idle_window` | duration | `\"30s\"` |",
         "| `listen` | address (`ip:port`) | `\"0.0.0.0:8080\"` |",
         "| `format` | `human` or `json` | `\"human\"` |",
-        "| `fail_every` | duration (optional) | none |",
-        "| `tags` | array of strings | `[\"temperature\", \"pressure\"]` |",
         "| `nats_url` | string (optional) | none |",
     ] {
         assert!(md.contains(needle), "missing {needle:?} in:\n{md}");

@@ -140,13 +140,6 @@ pub(crate) fn problems(config: &Config) -> Vec<Problem> {
                 TOKEN_HINT,
             ));
         }
-        if config.sims.contains_key(name) {
-            out.push(Problem::new(
-                &["connectors", name],
-                format!("{name:?} is also a sim; both would publish on mw.ev.{name}.*"),
-                "give the connector or the sim another name",
-            ));
-        }
         if c.max_batch == 0 {
             out.push(Problem::new(
                 &["connectors", name, "max_batch"],
@@ -173,58 +166,16 @@ pub(crate) fn problems(config: &Config) -> Vec<Problem> {
         }
     }
 
-    for (name, sim) in &config.sims {
-        if !is_token(name) {
-            out.push(Problem::new(
-                &["sims", name],
-                format!("invalid machine name {name:?}"),
-                TOKEN_HINT,
-            ));
-        }
-        positive(&mut out, &["sims", name, "interval"], sim.interval);
-        if sim.tags.is_empty() {
-            out.push(Problem::new(
-                &["sims", name, "tags"],
-                "no tags",
-                "list at least one tag, such as tags = [\"temperature\"]",
-            ));
-        }
-        for (i, tag) in sim.tags.iter().enumerate() {
-            let idx = i.to_string();
-            if !is_token(tag) {
-                out.push(Problem::new(
-                    &["sims", name, "tags", &idx],
-                    format!("invalid tag {tag:?}"),
-                    TOKEN_HINT,
-                ));
-            } else if sim.tags[..i].contains(tag) {
-                out.push(Problem::new(
-                    &["sims", name, "tags", &idx],
-                    format!("duplicate tag {tag:?}"),
-                    "list each tag once",
-                ));
-            }
-        }
-        for (key, d) in [
-            ("fail_every", sim.fail_every),
-            ("hang_after", sim.hang_after),
-            ("degrade_every", sim.degrade_every),
-            ("hang_for", Some(sim.hang_for)),
-            ("degrade_for", Some(sim.degrade_for)),
-        ] {
-            if let Some(d) = d {
-                positive(&mut out, &["sims", name, key], d);
-            }
-        }
-        if let Some(every) = sim.degrade_every
-            && sim.degrade_for >= every
-        {
-            out.push(Problem::new(
-                &["sims", name, "degrade_for"],
-                "degrade_for is not shorter than degrade_every",
-                "make degrade_for shorter than degrade_every, or the machine never recovers",
-            ));
-        }
+    for name in config.sims.keys() {
+        out.push(Problem::new(
+            &["sims", name],
+            "the built-in simulator is retired: a simulated machine is a connector of the sim plugin",
+            format!(
+                "write it as [connectors.{name}] with plugin = \"sim\" and its settings \
+                 (interval, tags, fail_every, ...) under [connectors.{name}.config]; \
+                 see docs/connectors/sim.md"
+            ),
+        ));
     }
     out
 }

@@ -339,11 +339,11 @@ pub fn testkit() -> &'static (PathBuf, PathBuf) {
 pub async fn spawn_broker(
     id: &str,
     dir: &Path,
-    bus: &millwright_actors::bus::Bus,
-    board: &millwright_actors::status::StatusBoard,
-) -> millwright_actors::broker::BrokerHandle {
-    let options = millwright_actors::broker::BrokerOptions::new(dir);
-    millwright_actors::broker::actor::spawn(id, options, bus.clone(), board.clone())
+    bus: &millwright_bus::Bus,
+    board: &millwright_kernel::status::StatusBoard,
+) -> millwright_broker::BrokerHandle {
+    let options = millwright_broker::BrokerOptions::new(dir);
+    millwright_broker::actor::spawn(id, options, bus.clone(), board.clone())
         .await
         .expect("the broker starts")
         .0
@@ -356,17 +356,17 @@ pub async fn spawn_broker(
 pub async fn run_with_fault(
     fault: &str,
     instance: &str,
-    transport: impl Fn(&str) -> millwright_actors::connector::TransportFactory,
+    transport: impl Fn(&str) -> millwright_connect::TransportFactory,
 ) -> (std::collections::HashMap<u64, u32>, u64) {
-    use millwright_actors::connector::{ConnectorActor, ConnectorArgs, ConnectorSpec};
-    use millwright_actors::supervisor::{
+    use millwright_connect::{ConnectorActor, ConnectorArgs, ConnectorSpec};
+    use millwright_kernel::supervisor::{
         BackoffPolicy, ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec,
         child_name,
     };
     let dir = tempfile::tempdir().unwrap();
-    let bus = millwright_actors::bus::Bus::embedded();
+    let bus = millwright_bus::Bus::embedded();
     let mut sub = bus.subscribe(&format!("mw.ev.{instance}.>")).await.unwrap();
-    let board = millwright_actors::status::StatusBoard::new();
+    let board = millwright_kernel::status::StatusBoard::new();
     let broker_id = format!("{instance}-node/broker");
     let broker = spawn_broker(&broker_id, &dir.path().join("broker"), &bus, &board).await;
     let total = 300u64;

@@ -52,11 +52,11 @@
 //! - [`disk_queue`], [`dead_letter`]: the stores.
 
 pub mod actor;
-pub mod dead_letter;
 mod delivery;
-pub mod disk_queue;
 pub mod dlq_admin;
-pub mod stream;
+
+pub use millwright_bus::jetstream::stream;
+pub use millwright_storage::{dead_letter, disk_queue};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,7 +68,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use actor::{Broker, BrokerArgs, BrokerCallError, BrokerMsg, BrokerStats};
 use disk_queue::DiskQueueOptions;
-pub use stream::{StreamError, StreamSpec};
+pub use millwright_bus::jetstream::{StreamError, StreamSpec};
 
 /// How the broker hands events to NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -288,17 +288,5 @@ impl BrokerHandle {
             Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => Err(BrokerError::Stopped),
         }
-    }
-}
-
-/// The broker as a sim's (or any producer's) event sink.
-impl crate::sim::EventSink for BrokerHandle {
-    fn publish(&self, event: Envelope) -> futures::future::BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            BrokerHandle::publish(self, event)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
     }
 }

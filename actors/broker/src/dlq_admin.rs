@@ -16,9 +16,10 @@ use std::path::Path;
 use millwright_plugin_sdk::event::EventId;
 use serde::{Deserialize, Serialize};
 
-use super::dead_letter::{DeadLetter, DeadLetterError, DeadLetterQueue};
-use super::delivery::Outgoing;
-use super::disk_queue::{DiskQueue, DiskQueueError, DiskQueueOptions};
+use millwright_storage::dead_letter::{DeadLetter, DeadLetterError, DeadLetterQueue};
+use millwright_storage::disk_queue::{DiskQueue, DiskQueueError, DiskQueueOptions};
+
+use crate::delivery::Outgoing;
 
 /// Which dead letters a replay or purge applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@
 //! The subject scheme Millwright uses (`mw.ev.<connector>.<tag>`, ...) lives in [`subject`].
 
 mod embedded;
+pub mod jetstream;
 mod message;
 mod nats;
 pub mod subject;

@@ -34,16 +34,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::dead_letter::{DeadLetter, DeadLetterQueue};
-use super::delivery::{Delivery, Failure, Outgoing};
-use super::disk_queue::{DiskQueue, SyncPolicy};
-use super::dlq_admin::{self, DlqCommand, DlqReply};
-use super::{
-    BrokerError, BrokerOptions, DeliveryMode, Intake, Receipt, StreamError, Submission, stream,
-};
-use crate::bus::{Bus, ConnectionState};
-use crate::lifecycle::{Event, Lifecycle, State};
-use crate::status::StatusBoard;
+use millwright_bus::{Bus, ConnectionState};
+use millwright_kernel::lifecycle::{Event, Lifecycle, State};
+use millwright_kernel::status::StatusBoard;
+use millwright_storage::dead_letter::{DeadLetter, DeadLetterQueue};
+use millwright_storage::disk_queue::{DiskQueue, SyncPolicy};
+
+use crate::delivery::{Delivery, Failure, Outgoing};
+use crate::dlq_admin::{self, DlqCommand, DlqReply};
+use crate::{BrokerError, BrokerOptions, DeliveryMode, Intake, Receipt, StreamError, Submission};
 
 /// The broker actor. Spawn it with [`BrokerArgs`]; producers use the
 /// [`BrokerHandle`](super::BrokerHandle) made with the same intake.
@@ -804,7 +803,7 @@ impl BrokerState {
             self.impaired = Some(e.to_string());
             return Err(e);
         };
-        match stream::ensure(js, &self.args.options.stream).await {
+        match js.ensure_stream(&self.args.options.stream).await {
             Ok(()) => {
                 self.stream_ready = true;
                 self.impaired = None;

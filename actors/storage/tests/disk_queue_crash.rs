@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use millwright_actors::broker::disk_queue::{DiskQueue, DiskQueueOptions, SyncPolicy};
+use millwright_storage::disk_queue::{DiskQueue, DiskQueueOptions, SyncPolicy};
 
 const CHILD_ENV: &str = "MW_DISK_QUEUE_CRASH_DIR";
 const TEST_NAME: &str = "disk_queue_keeps_every_append_that_returned_across_sigkill";

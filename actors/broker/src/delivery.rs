@@ -24,12 +24,13 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use millwright_plugin_sdk::event::{Envelope, EventId};
 
-use super::DeliveryMode;
-use crate::bus::{Bus, BusError, Headers, MSG_ID_HEADER, Message};
+use millwright_bus::jetstream::{JetStream, JsMessage, PublishFailure};
+use millwright_bus::{Bus, BusError, Headers, MSG_ID_HEADER, Message};
+
+use crate::DeliveryMode;
 
 /// An event ready for the wire and for the disk queue: its id, its subject and its JSON.
 #[derive(Debug, Clone)]
@@ -121,7 +122,7 @@ pub(crate) enum Failure {
 pub(crate) struct Delivery {
     mode: DeliveryMode,
     bus: Bus,
-    js: Option<jetstream::Context>,
+    js: Option<JetStream>,
     stream: String,
     ack_timeout: Duration,
 }
@@ -134,15 +135,9 @@ impl Delivery {
         ack_timeout: Duration,
         max_in_flight: usize,
     ) -> Self {
-        let js = match (mode, bus.nats_client()) {
-            (DeliveryMode::Jetstream, Some(client)) => Some(
-                jetstream::ContextBuilder::new()
-                    .timeout(ack_timeout)
-                    .max_ack_inflight(max_in_flight.max(1))
-                    .backpressure_on_inflight(true)
-                    .build(client.clone()),
-            ),
-            _ => None,
+        let js = match mode {
+            DeliveryMode::Jetstream => JetStream::new(&bus, ack_timeout, max_in_flight),
+            DeliveryMode::Core => None,
         };
         Self {
             mode,
@@ -154,7 +149,7 @@ impl Delivery {
     }
 
     /// The JetStream context, in `jetstream` mode on NATS.
-    pub(crate) fn jetstream(&self) -> Option<&jetstream::Context> {
+    pub(crate) fn jetstream(&self) -> Option<&JetStream> {
         self.js.as_ref()
     }
 
@@ -228,63 +223,44 @@ impl Delivery {
 
     async fn deliver_jetstream(
         &self,
-        js: &jetstream::Context,
+        js: &JetStream,
         events: &[Outgoing],
     ) -> Vec<Result<(), Failure>> {
-        let mut out: Vec<Result<(), Failure>> = Vec::with_capacity(events.len());
-        let mut pending = Vec::with_capacity(events.len());
-        let mut down: Option<String> = None;
+        let messages: Vec<JsMessage> = events
+            .iter()
+            .map(|ev| JsMessage {
+                subject: ev.subject.clone(),
+                payload: ev.json.clone(),
+                msg_id: ev.id.to_string(),
+            })
+            .collect();
         let mut no_stream = Vec::new();
-        for (i, ev) in events.iter().enumerate() {
-            if let Some(reason) = &down {
-                out.push(Err(Failure::Connection(reason.clone())));
-                continue;
-            }
-            let publish = PublishMessage::build()
-                .payload(ev.json.clone())
-                .message_id(ev.id.to_string());
-            match js.send_publish(ev.subject.clone(), publish).await {
-                Ok(ack) => {
-                    out.push(Ok(()));
-                    pending.push((i, ack));
-                }
-                Err(e) => match classify_jetstream(&e) {
-                    Classified::Failure(Failure::Connection(reason)) => {
-                        out.push(Err(Failure::Connection(reason.clone())));
-                        down = Some(reason);
-                    }
-                    Classified::Failure(f) => out.push(Err(f)),
-                    Classified::NoStream => {
-                        out.push(Ok(()));
-                        no_stream.push(i);
-                    }
-                },
-            }
-        }
-        let acks = futures::future::join_all(
-            pending
-                .into_iter()
-                .map(|(i, ack)| async move { (i, ack.await) }),
-        )
-        .await;
-        for (i, result) in acks {
-            match result {
+        let mut out: Vec<Result<(), Failure>> = js
+            .publish_batch(&messages)
+            .await
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| match r {
                 Ok(ack) => {
                     if ack.duplicate {
                         metrics::counter!("mw_broker_duplicates_total").increment(1);
                     }
+                    Ok(())
                 }
-                Err(e) => match classify_jetstream(&e) {
-                    Classified::Failure(f) => out[i] = Err(f),
-                    Classified::NoStream => no_stream.push(i),
-                },
-            }
-        }
+                Err(PublishFailure::Connection(reason)) => Err(Failure::Connection(reason)),
+                Err(PublishFailure::Event(reason)) => Err(Failure::Event(reason)),
+                Err(PublishFailure::Rejected(reason)) => Err(Failure::Rejected(reason)),
+                Err(PublishFailure::NoStream) => {
+                    no_stream.push(i);
+                    Ok(())
+                }
+            })
+            .collect();
         if !no_stream.is_empty() {
             // "No responders": either no stream captures this subject (the event's problem),
             // or the stream itself is gone or not loaded yet (a server restart: not the event's).
-            let failure = match js.get_stream(&self.stream).await {
-                Ok(_) => Failure::Event(format!(
+            let failure = match js.stream_available(&self.stream).await {
+                Ok(()) => Failure::Event(format!(
                     "no jetstream stream captures this subject (stream {} exists but does not \
                      list it)",
                     self.stream
@@ -308,52 +284,6 @@ fn classify_bus(e: &BusError) -> Failure {
         | BusError::PayloadTooLarge { .. } => Failure::Rejected(e.to_string()),
         _ => Failure::Connection(e.to_string()),
     }
-}
-
-/// Server error codes that are about one message, not the server or the stream's state.
-const PER_MESSAGE_CODES: [jetstream::ErrorCode; 5] = [
-    jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM,
-    jetstream::ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM,
-    jetstream::ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID,
-    jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
-    jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
-];
-
-enum Classified {
-    Failure(Failure),
-    NoStream,
-}
-
-fn classify_jetstream(e: &jetstream::context::PublishError) -> Classified {
-    use std::error::Error as _;
-    let text = match e.source() {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
-    };
-    Classified::Failure(match e.kind() {
-        PublishErrorKind::StreamNotFound => return Classified::NoStream,
-        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
-            Failure::Event(text)
-        }
-        PublishErrorKind::MaxPayloadExceeded => Failure::Rejected(text),
-        PublishErrorKind::TimedOut
-        | PublishErrorKind::BrokenPipe
-        | PublishErrorKind::MaxAckPending => Failure::Connection(text),
-        // An error answer about this message is the event's. Every other answer (out of
-        // resources, stream full, JetStream temporarily unavailable) and anything else under
-        // `Other` (the client closed, an unreadable answer) is not: retrying later can work.
-        _ => {
-            let per_message = e
-                .source()
-                .and_then(|s| s.downcast_ref::<jetstream::Error>())
-                .is_some_and(|j| PER_MESSAGE_CODES.contains(&j.error_code()));
-            if per_message {
-                Failure::Event(text)
-            } else {
-                Failure::Connection(text)
-            }
-        }
-    })
 }
 
 #[cfg(test)]

@@ -18,9 +18,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::*;
-use crate::broker::BrokerOptions;
-use crate::bus::Bus;
-use crate::supervisor::{
+use millwright_broker::BrokerOptions;
+use millwright_bus::Bus;
+use millwright_kernel::supervisor::{
     ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec, child_name,
 };
 
@@ -38,7 +38,7 @@ async fn rig() -> Rig {
     let bus = Bus::embedded();
     let board = StatusBoard::new();
     let id = format!("c{}/broker", millwright_plugin_sdk::event::EventId::new());
-    let (broker, _) = crate::broker::actor::spawn(
+    let (broker, _) = millwright_broker::actor::spawn(
         &id,
         BrokerOptions::new(dir.path()),
         bus.clone(),

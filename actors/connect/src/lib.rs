@@ -49,10 +49,10 @@ use millwright_plugin_sdk::event::Envelope;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::broker::BrokerHandle;
-use crate::lifecycle::{Event, Lifecycle, State};
-use crate::status::StatusBoard;
-use crate::supervisor::BackoffPolicy;
+use millwright_broker::BrokerHandle;
+use millwright_kernel::lifecycle::{Event, Lifecycle, State};
+use millwright_kernel::status::StatusBoard;
+use millwright_kernel::supervisor::BackoffPolicy;
 pub use transport::{BoxFuture, NodeHost, StaticTransport, Transport, TransportError};
 
 /// One connector instance's settings (the runtime builds it from the config).
