@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use millwright_broker::{BrokerHandle, BrokerMsg, BrokerOptions, DeliveryMode};
 use millwright_bus::{Bus, NatsOptions};
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::StatusBoard;
 use millwright_plugin_sdk::event::Envelope;
 use millwright_tests::NatsServer;
 use ractor::ActorRef;

@@ -34,7 +34,7 @@ use millwright_bus::Bus;
 use millwright_connect::{
     ConnectorActor, ConnectorArgs, ConnectorSpec, StaticTransport, Transport, TransportFactory,
 };
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::supervisor::BackoffPolicy;
 use millwright_plugin_sdk::protocol::{Request, Response};
 use millwright_runtime::plugin_host::{self, DylibTransport};

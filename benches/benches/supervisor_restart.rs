@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::supervisor::{
     self, BackoffPolicy, ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec,
 };

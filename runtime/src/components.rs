@@ -25,7 +25,7 @@ use millwright_broker::{
 };
 use millwright_bus::{Bus, SubjectScheme};
 use millwright_connect::{ConnectorActor, ConnectorArgs, ConnectorSpec};
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::supervisor::{
     BackoffPolicy, ChildSpec, RestartIntensity, RestartType, Strategy, SupervisorSpec, child_name,
 };

@@ -23,7 +23,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use millwright_kernel::status::{ComponentStatus, StatusBoard};
+use millwright_kernel::lifecycle::{ComponentStatus, Health as ComponentHealth, StatusBoard};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -117,7 +117,13 @@ impl Health {
         let status = match phase {
             Phase::Starting => HealthStatus::Starting,
             Phase::Stopping => HealthStatus::Stopping,
-            Phase::Ready if components.iter().all(|c| c.state.is_healthy()) => HealthStatus::Ok,
+            Phase::Ready
+                if components
+                    .iter()
+                    .all(|c| c.health == ComponentHealth::Healthy) =>
+            {
+                HealthStatus::Ok
+            }
             Phase::Ready => HealthStatus::Degraded,
         };
         Self {

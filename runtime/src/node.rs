@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use millwright_broker::{BrokerHandle, BrokerOptions, DeliveryMode, StreamError, stream};
 use millwright_bus::{Bus, BusError, ConnectionState, NatsOptions, SubjectScheme};
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::supervisor::{Supervisor, SupervisorMsg};
 use millwright_plugin_sdk::connector::Kind;
 use ractor::{ActorRef, SpawnErr};

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use millwright_bus::{Bus, Headers, Message, SubjectScheme};
-use millwright_kernel::status::{ComponentStatus, StatusBoard};
+use millwright_kernel::lifecycle::{ComponentStatus, StatusBoard};
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;

@@ -1,23 +1,27 @@
-//! The liveness watchdog: pings every sim and connector and shows one that stops answering as `degraded`
-//! ("not answering") on the status board, so a hang is visible on `/health`, in metrics and
-//! on the bus, not only a crash.
+//! The liveness watchdog: pings every connector and records an observation on one that stops
+//! answering ("not answering"), so a hang is visible on `/health`, in metrics and on the bus,
+//! not only a crash.
 //!
 //! A supervisor sees crashes, not hangs: a hung actor is alive but never reads its mailbox.
 //! The watchdog asks each of them for its state every `watchdog.interval`, waiting at most
-//! `watchdog.timeout`. On a timeout it marks the component degraded (once) and counts
-//! `mw_watchdog_unresponsive_total`; on the next answer it puts back the state the component
-//! reported. A component that is not running (between a crash and its restart) is left to its
-//! supervisor.
+//! `watchdog.timeout`. On a timeout it records an [`Observation`] from source `watchdog` on the
+//! component (once) and counts `mw_watchdog_unresponsive_total`; on the next answer, or when
+//! the component is no longer running (between a crash and its restart, which its supervisor
+//! reports), it clears it. It never writes the component's state: the observation sits beside
+//! it and folds into the component's health (see `millwright_kernel::lifecycle::observation`).
 
 use std::time::Duration;
 
 use millwright_connect::{self as connector, ReachError};
-use millwright_kernel::lifecycle::State;
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::StatusBoard;
+use millwright_kernel::lifecycle::{Observation, State};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::WatchdogConfig;
+
+/// The source name of the watchdog's observations.
+pub const SOURCE: &str = "watchdog";
 
 /// One component the watchdog pings, by its registry name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +85,7 @@ async fn probe(board: StatusBoard, probe: Probe, config: WatchdogConfig) {
                 if unresponsive {
                     unresponsive = false;
                     tracing::info!(component = %id, state = %state, "watchdog: component answers again");
-                    board.set_state(&id, state);
+                    board.clear_observation(&id, SOURCE);
                 }
             }
             Ping::Silent(timeout) => {
@@ -94,17 +98,15 @@ async fn probe(board: StatusBoard, probe: Probe, config: WatchdogConfig) {
                         humantime::format_duration(timeout)
                     );
                     tracing::warn!(component = %id, %reason, "watchdog: component not answering");
-                    board.set_state(
-                        &id,
-                        State::Degraded {
-                            facet: None,
-                            reason,
-                        },
-                    );
+                    board.observe(&id, Observation::new(SOURCE, reason));
                 }
             }
             // Restarting: its supervisor reports that; start afresh with the next incarnation.
-            Ping::NotRunning => unresponsive = false,
+            Ping::NotRunning => {
+                if std::mem::take(&mut unresponsive) {
+                    board.clear_observation(&id, SOURCE);
+                }
+            }
         }
     }
 }

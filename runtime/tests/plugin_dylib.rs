@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use millwright_bus::Bus;
 use millwright_connect::{ConnectorActor, ConnectorArgs, ConnectorSpec, Transport, TransportError};
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::supervisor::BackoffPolicy;
 use millwright_plugin_sdk::connector::{ConnectorError, Kind};
 use millwright_plugin_sdk::event::Envelope;

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, stream};
 use millwright_broker::dlq_admin::{DlqCommand, DlqReply, Target};
 use millwright_broker::{BrokerHandle, BrokerMsg, BrokerOptions, BrokerStats, DeliveryMode};
 use millwright_bus::{Bus, NatsOptions};
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::StatusBoard;
 use millwright_plugin_sdk::event::{Envelope, EventId};
 use millwright_tests::{NatsServer, wait_for, wait_until};
 use ractor::ActorRef;

@@ -35,8 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use millwright_bus::{Bus, ConnectionState};
-use millwright_kernel::lifecycle::{Event, Lifecycle, State};
-use millwright_kernel::status::StatusBoard;
+use millwright_kernel::lifecycle::{Event, Lifecycle, State, StatusBoard};
 use millwright_storage::dead_letter::{DeadLetter, DeadLetterQueue};
 use millwright_storage::disk_queue::{DiskQueue, SyncPolicy};
 
@@ -176,8 +175,7 @@ impl Actor for Broker {
     ) -> Result<BrokerState, ActorProcessingErr> {
         let opts = &args.options;
         let mut lifecycle =
-            Lifecycle::register(&args.board, &args.component_id, "broker", opts.idle_window);
-        lifecycle.reset_to_stopped();
+            Lifecycle::begin(&args.board, &args.component_id, "broker", opts.idle_window);
         let _ = lifecycle.apply(Event::Start);
 
         let (queue, report) = blocking(|| DiskQueue::open(&opts.queue_dir, opts.queue.clone()))

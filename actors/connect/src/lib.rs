@@ -50,8 +50,8 @@ use millwright_plugin_sdk::protocol::{Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use millwright_broker::BrokerHandle;
+use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::lifecycle::{Event, Lifecycle, State};
-use millwright_kernel::status::StatusBoard;
 use millwright_kernel::supervisor::BackoffPolicy;
 pub use transport::{BoxFuture, NodeHost, StaticTransport, Transport, TransportError};
 
@@ -180,13 +180,12 @@ impl Actor for ConnectorActor {
         myself: ActorRef<ConnectorMsg>,
         args: ConnectorArgs,
     ) -> Result<ConnectorState, ActorProcessingErr> {
-        let mut lifecycle = Lifecycle::register(
+        let mut lifecycle = Lifecycle::begin(
             &args.board,
             args.component_id.clone(),
             "connector",
             args.spec.idle_window,
         );
-        lifecycle.reset_to_stopped();
         lifecycle.apply(Event::Start)?;
         lifecycle.apply(Event::StartPhase("connection".to_owned()))?;
         let transport = (args.transport)();
@@ -229,7 +228,16 @@ impl Actor for ConnectorActor {
                 tracing::warn!(component = %state.args.component_id, "plugin did not close within 5s");
             }
         }
-        let _ = state.lifecycle.apply(Event::StopDone);
+        // A source that ran to its end is finished, not stopped: it is not restarted and does
+        // not count against its supervisor's health.
+        let kinds = &state.args.spec.kinds;
+        let only_a_source = !kinds.contains(&Kind::Sink) && !kinds.contains(&Kind::Responder);
+        let end = if state.source_done && only_a_source {
+            Event::Finish
+        } else {
+            Event::StopDone
+        };
+        let _ = state.lifecycle.apply(end);
         Ok(())
     }
 
@@ -553,6 +561,7 @@ impl ConnectorState {
                     self.source_done = true;
                     Ok(Next::Park)
                 } else {
+                    self.source_done = true;
                     Ok(Next::Stop)
                 }
             }

@@ -1,13 +1,11 @@
 //! Millwright's kernel: what every kind of component stands on.
 //!
 //! - [`supervisor`]: OTP-style supervision (child specs, strategies, restart intensity, backoff);
-//! - [`lifecycle`]: the typed state machine every managed component shares;
-//! - [`status`]: the node-wide board of component states, restarts and errors that health,
-//!   metrics and the bus read.
+//! - [`lifecycle`]: the typed state machine every managed component shares, and the status
+//!   board, the one owner of every component's state, that health, metrics and the bus read.
 //!
 //! This crate never reads files, environment variables or CLI arguments, and knows nothing of
 //! the bus, the broker or plugins: the crates above it do.
 
 pub mod lifecycle;
-pub mod status;
 pub mod supervisor;

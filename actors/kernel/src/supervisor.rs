@@ -51,7 +51,7 @@ use ractor::{
 };
 use tokio::time::Instant;
 
-pub use backoff::BackoffPolicy;
+pub use backoff::{BackoffPolicy, human};
 pub use exit::ExitKind;
 pub use intensity::RestartIntensity;
 pub use spec::{
@@ -59,8 +59,7 @@ pub use spec::{
     child_name,
 };
 
-use crate::lifecycle::State;
-use crate::status::StatusBoard;
+use crate::lifecycle::{Event, Lifecycle, State, StatusBoard};
 use intensity::IntensityTracker;
 use spec::ChildKind;
 
@@ -259,6 +258,8 @@ pub struct SupervisorState {
     timers: HashMap<u64, Timer>,
     shutdown_replies: Vec<RpcReplyPort<()>>,
     shutting_down: bool,
+    /// Its own entry on the board (set in `pre_start`).
+    lifecycle: Option<Lifecycle>,
 }
 
 impl Supervisor {
@@ -432,6 +433,7 @@ impl Actor for Supervisor {
             timers: HashMap::new(),
             shutdown_replies: Vec::new(),
             shutting_down: false,
+            lifecycle: None,
             name,
         };
         for child in spec.children {
@@ -447,9 +449,13 @@ impl Actor for Supervisor {
             });
         }
         state.board.register_composite(&state.name, "supervisor");
-        state
-            .board
-            .set_state(&state.name, State::Starting { phase: None });
+        state.lifecycle = Some(Lifecycle::begin(
+            &state.board,
+            &state.name,
+            "supervisor",
+            crate::lifecycle::DEFAULT_IDLE_WINDOW,
+        ));
+        state.own(Event::Start);
         let cell = myself.get_cell();
         for i in 0..state.children.len() {
             if let Err(source) = state.start_child(&cell, i).await {
@@ -460,12 +466,12 @@ impl Actor for Supervisor {
                 };
                 tracing::error!(supervisor = %state.name, error = %err, "supervisor failed to start");
                 state.stop_all("supervisor failed to start").await;
-                state.board.set_state(&state.name, State::Stopped);
+                state.own(Event::StartFailed(err.to_string()));
                 state.board.record_error(&state.name, err.to_string());
                 return Err(err.into());
             }
         }
-        state.board.set_state(&state.name, State::Active);
+        state.own(Event::StartDone);
         tracing::debug!(supervisor = %state.name, children = state.children.len(), "supervisor started");
         Ok(state)
     }
@@ -475,9 +481,15 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.board.set_state(&state.name, State::Stopping);
+        // After an escalation it is already stopped.
+        let running = state.own_state().is_some_and(|s| s.is_running());
+        if running {
+            state.own(Event::Stop);
+        }
         state.stop_all("supervisor shutdown").await;
-        state.board.set_state(&state.name, State::Stopped);
+        if running {
+            state.own(Event::StopDone);
+        }
         tracing::debug!(supervisor = %state.name, "supervisor stopped");
         for reply in state.shutdown_replies.drain(..) {
             let _ = reply.send(());
@@ -540,6 +552,18 @@ impl Actor for Supervisor {
 }
 
 impl SupervisorState {
+    /// Applies `event` to its own state through the board's table.
+    fn own(&mut self, event: Event) {
+        if let Some(lifecycle) = &mut self.lifecycle {
+            let _ = lifecycle.apply(event);
+        }
+    }
+
+    /// Its own FSM state.
+    fn own_state(&self) -> Option<&State> {
+        self.lifecycle.as_ref().map(Lifecycle::state)
+    }
+
     fn check_new_child(&self, child: &ChildSpec) -> Result<(), SupervisorError> {
         if let Err(problem) = spec::check_child_id(&child.id) {
             return Err(SupervisorError::InvalidChildId {
@@ -625,9 +649,14 @@ impl SupervisorState {
         let child = &mut self.children[i];
         child.status = ChildStatus::Done;
         child.last_exit = Some(exit.clone());
-        if exit.is_abnormal() && self.board.get(&child.name).is_some() {
+        if exit.is_abnormal()
+            && self
+                .board
+                .get(&child.name)
+                .is_some_and(|c| c.kind != "unknown")
+        {
             // It could not record its own end.
-            self.board.set_state(&child.name, State::Stopped);
+            let _ = self.board.apply(&child.name, Event::Exited);
             self.board.record_error(&child.name, exit.to_string());
         }
         let restart = !self.shutting_down
@@ -705,8 +734,8 @@ impl SupervisorState {
                     .children
                     .iter()
                     .any(|c| matches!(c.status, ChildStatus::Pending { .. }));
-                if !pending {
-                    self.board.set_state(&self.name, State::Active);
+                if !pending && matches!(self.own_state(), Some(State::Degraded { .. })) {
+                    self.own(Event::Recovered);
                 }
             }
         }
@@ -721,13 +750,11 @@ impl SupervisorState {
             .find(|c| matches!(&c.status, ChildStatus::Pending { token: t, .. } if *t == token));
         if let Some(child) = first {
             tracing::info!(supervisor = %self.name, child = %child.spec.id, ?delay, "restart scheduled");
-            self.board.set_state(
-                &self.name,
-                State::Degraded {
-                    facet: None,
-                    reason: format!("restarting child {} in {delay:?}", child.spec.id),
-                },
-            );
+            let reason = format!("restarting child {} in {}", child.spec.id, human(delay));
+            self.own(Event::Degrade {
+                facet: None,
+                reason,
+            });
         }
         if delay.is_zero() {
             // Cannot fail while the supervisor runs: its own mailbox is open.
@@ -822,9 +849,9 @@ impl SupervisorState {
         };
         tracing::error!(supervisor = %self.name, error = %err, "giving up: stopping children and escalating");
         self.shutting_down = true;
-        self.board.set_state(&self.name, State::Stopping);
+        self.own(Event::Stop);
         self.stop_all("supervisor escalating").await;
-        self.board.set_state(&self.name, State::Stopped);
+        self.own(Event::StopDone);
         self.board.record_error(&self.name, err.to_string());
         err
     }

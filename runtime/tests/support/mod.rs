@@ -340,7 +340,7 @@ pub async fn spawn_broker(
     id: &str,
     dir: &Path,
     bus: &millwright_bus::Bus,
-    board: &millwright_kernel::status::StatusBoard,
+    board: &millwright_kernel::lifecycle::StatusBoard,
 ) -> millwright_broker::BrokerHandle {
     let options = millwright_broker::BrokerOptions::new(dir);
     millwright_broker::actor::spawn(id, options, bus.clone(), board.clone())
@@ -366,7 +366,7 @@ pub async fn run_with_fault(
     let dir = tempfile::tempdir().unwrap();
     let bus = millwright_bus::Bus::embedded();
     let mut sub = bus.subscribe(&format!("mw.ev.{instance}.>")).await.unwrap();
-    let board = millwright_kernel::status::StatusBoard::new();
+    let board = millwright_kernel::lifecycle::StatusBoard::new();
     let broker_id = format!("{instance}-node/broker");
     let broker = spawn_broker(&broker_id, &dir.path().join("broker"), &bus, &board).await;
     let total = 300u64;

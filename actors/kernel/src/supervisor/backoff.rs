@@ -170,3 +170,45 @@ mod tests {
         }
     }
 }
+
+/// A wait as an operator reads it: `250ms`, `1.7s`, `2m 5s` (no more precision than a person
+/// can use).
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let tenths = (ms + 50) / 100;
+        if tenths % 10 == 0 {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        }
+    } else {
+        let s = (ms + 500) / 1_000;
+        match s % 60 {
+            0 => format!("{}m", s / 60),
+            rest => format!("{}m {rest}s", s / 60),
+        }
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::*;
+
+    #[test]
+    fn waits_read_as_a_person_would_say_them() {
+        for (ms, text) in [
+            (0, "0ms"),
+            (250, "250ms"),
+            (1_000, "1s"),
+            (1_713, "1.7s"),
+            (59_940, "59.9s"),
+            (60_000, "1m"),
+            (125_400, "2m 5s"),
+        ] {
+            assert_eq!(human(Duration::from_millis(ms)), text);
+        }
+    }
+}

@@ -290,7 +290,7 @@ async fn permanent_child_is_restarted_under_the_same_name_and_counted() {
             .is_some_and(|e| e.contains("boom"))
     );
     assert_eq!(restart_counter(snapshotter.snapshot(), &name, "a"), 1);
-    assert_eq!(board.get(&name).map(|s| s.state), Some(State::Active));
+    assert_eq!(board.get(&name).map(|s| s.state), Some(State::Idle));
 
     shut(&sup).await;
     joined(handle).await;
@@ -673,7 +673,7 @@ async fn backoff_delays_restarts_without_blocking_the_mailbox_and_resets() {
             "not restarted {expected} s after the crash: {restarted:?}"
         );
     }
-    assert_eq!(board.get(&name).map(|s| s.state), Some(State::Active));
+    assert_eq!(board.get(&name).map(|s| s.state), Some(State::Idle));
     shut(&sup).await;
     joined(handle).await;
 }
