@@ -36,7 +36,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::stream::{SelectAll, StreamExt};
 use millwright_bus::{Bus, BusError, Headers, Message, SchemeSubject, SubjectScheme};
-use millwright_connect::{self as connector_actor, ReachError};
+use millwright_connect::{self as connector_actor, CallError};
+use millwright_kernel::reach::ReachError;
 use millwright_plugin_sdk::connector::ConnectorError;
 use millwright_plugin_sdk::event::Envelope;
 use serde_json::json;
@@ -138,7 +139,7 @@ async fn write_until_done(spec: &BridgeSpec, mut batch: Vec<Envelope>) {
             }
             Err(e) => {
                 match &e {
-                    ReachError::Connector(
+                    CallError::Connector(
                         ConnectorError::Config(_)
                         | ConnectorError::Fatal(_)
                         | ConnectorError::EndOfInput,
@@ -147,10 +148,10 @@ async fn write_until_done(spec: &BridgeSpec, mut batch: Vec<Envelope>) {
                         dropped(spec, batch.len());
                         return;
                     }
-                    ReachError::Connector(ConnectorError::BackOff(d)) => wait = *d,
+                    CallError::Connector(ConnectorError::BackOff(d)) => wait = *d,
                     // Connecting or restarting: wait for it, however long.
-                    ReachError::NotRunning(_)
-                    | ReachError::Connector(ConnectorError::NotConnected(_)) => {}
+                    CallError::Reach(ReachError::NotRunning { .. })
+                    | CallError::Connector(ConnectorError::NotConnected(_)) => {}
                     _ => attempts += 1,
                 }
                 e.to_string()
@@ -248,9 +249,11 @@ pub async fn call(
     };
     match connector_actor::call(component_id, method, payload, timeout).await {
         Ok(answer) => json!({ "ok": answer }),
-        Err(ReachError::Connector(e)) => error_body(e.kind(), &e.to_string()),
-        Err(e @ ReachError::Timeout { .. }) => error_body("timeout", &e.to_string()),
-        Err(e @ ReachError::NotRunning(_)) => error_body("not_connected", &e.to_string()),
+        Err(CallError::Connector(e)) => error_body(e.kind(), &e.to_string()),
+        Err(e @ CallError::Reach(ReachError::Timeout { .. })) => {
+            error_body("timeout", &e.to_string())
+        }
+        Err(e @ CallError::Reach(_)) => error_body("not_connected", &e.to_string()),
     }
 }
 

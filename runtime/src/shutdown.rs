@@ -130,7 +130,7 @@ impl Node {
         let drains = sims.iter().map(|id| async move {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match millwright_connect::ping(id, left.max(Duration::from_millis(1))).await {
-                Ok(_) | Err(millwright_connect::ReachError::NotRunning(_)) => true,
+                Ok(_) | Err(millwright_kernel::reach::ReachError::NotRunning { .. }) => true,
                 Err(e) => {
                     tracing::warn!(component = %id, error = %e, "not drained within the grace window");
                     false

@@ -12,9 +12,10 @@
 
 use std::time::Duration;
 
-use millwright_connect::{self as connector, ReachError};
+use millwright_connect as connector;
 use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::lifecycle::{Observation, State};
+use millwright_kernel::reach::ReachError;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 
 use millwright_bus::{Bus, ConnectionState};
 use millwright_kernel::lifecycle::{Event, Lifecycle, State, StatusBoard};
+use millwright_kernel::reach::{self, ReachError};
 use millwright_storage::dead_letter::{DeadLetter, DeadLetterQueue};
 use millwright_storage::disk_queue::{DiskQueue, SyncPolicy};
 
@@ -910,43 +911,15 @@ impl BrokerState {
     }
 }
 
-/// Why a running broker could not be asked.
+/// Why a call to the broker got no answer, or a failed one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum BrokerCallError {
-    /// No broker is registered under the name (it is restarting, or the node is stopping).
-    #[error("the broker {0} is not running (it may be restarting); try again")]
-    NotRunning(String),
-    /// It did not answer in time.
-    #[error("the broker {name} did not answer within {timeout:?}")]
-    Timeout {
-        /// Its registry name.
-        name: String,
-        /// How long the caller waited.
-        timeout: Duration,
-    },
+    /// The broker could not be reached (restarting, the node stopping, no answer in time).
+    #[error("broker {0}")]
+    Reach(#[from] ReachError),
     /// It answered with an error.
     #[error("{0}")]
     Failed(String),
-}
-
-async fn ask<T: Send + 'static>(
-    registry_name: &str,
-    timeout: Duration,
-    msg: impl FnOnce(RpcReplyPort<T>) -> BrokerMsg,
-) -> Result<T, BrokerCallError> {
-    let not_running = || BrokerCallError::NotRunning(registry_name.to_owned());
-    let broker: ActorRef<BrokerMsg> = ractor::registry::where_is(registry_name)
-        .ok_or_else(not_running)?
-        .into();
-    match broker.call(msg, Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(BrokerCallError::Timeout {
-            name: registry_name.to_owned(),
-            timeout,
-        }),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(not_running()),
-    }
 }
 
 /// Runs a DLQ command on the broker registered as `registry_name`.
@@ -961,7 +934,7 @@ pub async fn dlq(
     command: DlqCommand,
     timeout: Duration,
 ) -> Result<DlqReply, BrokerCallError> {
-    ask(registry_name, timeout, |port| BrokerMsg::Dlq(command, port))
+    reach::call(registry_name, timeout, |port| BrokerMsg::Dlq(command, port))
         .await?
         .map_err(BrokerCallError::Failed)
 }
@@ -969,12 +942,12 @@ pub async fn dlq(
 /// A snapshot of the broker registered as `registry_name`.
 ///
 /// # Errors
-/// [`BrokerCallError::NotRunning`] or [`BrokerCallError::Timeout`].
+/// [`BrokerCallError::Reach`]: not running, or no answer in time.
 ///
 /// # Cancel safety
 /// Cancel safe.
 pub async fn stats(registry_name: &str, timeout: Duration) -> Result<BrokerStats, BrokerCallError> {
-    ask(registry_name, timeout, BrokerMsg::Stats).await
+    Ok(reach::call(registry_name, timeout, BrokerMsg::Stats).await?)
 }
 
 /// Spawns an unsupervised broker registered as `component_id` (tests, benchmarks, tools; the

@@ -52,6 +52,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use millwright_broker::BrokerHandle;
 use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::lifecycle::{Event, Lifecycle, State};
+use millwright_kernel::reach::{self, ReachError};
 use millwright_kernel::supervisor::BackoffPolicy;
 pub use transport::{BoxFuture, NodeHost, StaticTransport, Transport, TransportError};
 
@@ -577,46 +578,13 @@ fn unexpected(response: &Response) -> ActorProcessingErr {
 
 /// Why a message to a connector instance got no answer from its plugin.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ReachError {
-    /// No connector is registered under this name (unknown, or between a crash and its
-    /// restart).
-    #[error("connector {0}: not running (unknown, or restarting)")]
-    NotRunning(String),
-    /// The instance did not answer in time.
-    #[error("connector {name}: no answer within {timeout:?}")]
-    Timeout {
-        /// The registry name.
-        name: String,
-        /// The time waited.
-        timeout: Duration,
-    },
+pub enum CallError {
+    /// The instance could not be reached (not running, no answer in time).
+    #[error("connector {0}")]
+    Reach(#[from] ReachError),
     /// The plugin answered with an error.
     #[error(transparent)]
     Connector(#[from] ConnectorError),
-}
-
-fn lookup(registry_name: &str) -> Result<ActorRef<ConnectorMsg>, ReachError> {
-    ractor::registry::where_is(registry_name)
-        .map(ActorRef::from)
-        .ok_or_else(|| ReachError::NotRunning(registry_name.to_owned()))
-}
-
-async fn ask<T: Send + 'static>(
-    registry_name: &str,
-    timeout: Duration,
-    msg: impl FnOnce(RpcReplyPort<T>) -> ConnectorMsg,
-) -> Result<T, ReachError> {
-    let actor = lookup(registry_name)?;
-    match actor.call(msg, Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ReachError::Timeout {
-            name: registry_name.to_owned(),
-            timeout,
-        }),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-            Err(ReachError::NotRunning(registry_name.to_owned()))
-        }
-    }
 }
 
 /// Asks the connector registered as `registry_name` for its state (the watchdog's probe).
@@ -627,13 +595,13 @@ async fn ask<T: Send + 'static>(
 /// # Cancel safety
 /// Cancel safe: an unanswered ping is simply dropped.
 pub async fn ping(registry_name: &str, timeout: Duration) -> Result<State, ReachError> {
-    ask(registry_name, timeout, ConnectorMsg::Ping).await
+    reach::call(registry_name, timeout, ConnectorMsg::Ping).await
 }
 
 /// Writes `events` to the sink registered as `registry_name`: one result per event.
 ///
 /// # Errors
-/// [`ReachError`]; [`ReachError::Connector`] when nothing was written.
+/// [`CallError`]; [`CallError::Connector`] when nothing was written.
 ///
 /// # Cancel safety
 /// Not cancel safe: the write may happen after the future is dropped.
@@ -641,14 +609,14 @@ pub async fn write(
     registry_name: &str,
     events: Vec<Envelope>,
     timeout: Duration,
-) -> Result<Vec<WriteResult>, ReachError> {
-    Ok(ask(registry_name, timeout, |r| ConnectorMsg::Write(events, r)).await??)
+) -> Result<Vec<WriteResult>, CallError> {
+    Ok(reach::call(registry_name, timeout, |r| ConnectorMsg::Write(events, r)).await??)
 }
 
 /// Calls `method` of the responder registered as `registry_name`.
 ///
 /// # Errors
-/// [`ReachError`].
+/// [`CallError`].
 ///
 /// # Cancel safety
 /// Not cancel safe: the call may happen after the future is dropped.
@@ -657,9 +625,9 @@ pub async fn call(
     method: &str,
     payload: serde_json::Value,
     timeout: Duration,
-) -> Result<serde_json::Value, ReachError> {
+) -> Result<serde_json::Value, CallError> {
     let method = method.to_owned();
-    Ok(ask(registry_name, timeout, |r| {
+    Ok(reach::call(registry_name, timeout, |r| {
         ConnectorMsg::Call(method, payload, r)
     })
     .await??)

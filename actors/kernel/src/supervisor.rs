@@ -44,7 +44,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ractor::concurrency::JoinHandle;
-use ractor::rpc::CallResult;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SpawnErr,
     SupervisionEvent,
@@ -60,6 +59,7 @@ pub use spec::{
 };
 
 use crate::lifecycle::{Event, Lifecycle, State, StatusBoard};
+use crate::reach::{self, ReachError};
 use intensity::IntensityTracker;
 use spec::ChildKind;
 
@@ -127,13 +127,8 @@ pub enum SupervisorError {
         child: String,
     },
     /// The supervisor did not answer: it is stopped, stopping, or the call timed out.
-    #[error("supervisor {supervisor} did not answer: {cause}")]
-    Unreachable {
-        /// The supervisor's name.
-        supervisor: String,
-        /// Why (stopped, timed out).
-        cause: String,
-    },
+    #[error("supervisor {0}")]
+    Unreachable(#[from] ReachError),
 }
 
 /// A restart timer's token; only the supervisor makes them.
@@ -398,18 +393,7 @@ async fn call<R: Send + 'static>(
     build: impl FnOnce(RpcReplyPort<R>) -> SupervisorMsg,
     timeout: Option<Duration>,
 ) -> Result<R, SupervisorError> {
-    let unreachable = |cause: String| SupervisorError::Unreachable {
-        supervisor: supervisor
-            .get_name()
-            .unwrap_or_else(|| supervisor.get_id().to_string()),
-        cause,
-    };
-    match supervisor.call(build, timeout).await {
-        Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(unreachable("timed out".to_owned())),
-        Ok(CallResult::SenderError) => Err(unreachable("stopped before replying".to_owned())),
-        Err(e) => Err(unreachable(e.to_string())),
-    }
+    Ok(reach::call_ref(supervisor, timeout, build).await?)
 }
 
 impl Actor for Supervisor {
