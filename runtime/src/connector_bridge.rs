@@ -38,10 +38,10 @@ use futures::stream::{SelectAll, StreamExt};
 use millwright_bus::{Bus, BusError, Headers, Message, SchemeSubject, SubjectScheme};
 use millwright_connect::{self as connector_actor, CallError};
 use millwright_kernel::reach::ReachError;
+use millwright_kernel::supervisor::task::TaskLoop;
 use millwright_plugin_sdk::connector::ConnectorError;
 use millwright_plugin_sdk::event::Envelope;
 use serde_json::json;
-use tokio::task::JoinHandle;
 
 /// One connector's wiring.
 #[derive(Debug, Clone)]
@@ -62,26 +62,34 @@ pub struct BridgeSpec {
     pub call_timeout: Duration,
 }
 
-/// Starts the bridge's tasks for one connector; abort the handles to stop them.
+/// Subscribes for one connector (its sink subjects, its rpc subjects) and returns the loop
+/// that feeds and serves them; the connectors supervisor runs it as the instance's `bridge`
+/// task. The loop ends with an error only when the bus closes a subscription.
 ///
 /// # Errors
 /// A subscription the bus refused (an invalid subject).
-pub async fn spawn(bus: &Bus, spec: BridgeSpec) -> Result<Vec<JoinHandle<()>>, BusError> {
-    let mut tasks = Vec::new();
+pub async fn setup(bus: &Bus, spec: BridgeSpec) -> Result<TaskLoop, BusError> {
+    let mut loops: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     if !spec.subscribe.is_empty() {
         let mut subs = SelectAll::new();
         for subject in &spec.subscribe {
             subs.push(bus.subscribe(subject).await?);
         }
-        tasks.push(tokio::spawn(feed_sink(subs, spec.clone())));
+        loops.push(Box::pin(feed_sink(subs, spec.clone())));
     }
     if spec.responder {
         let subject = spec.scheme.rpcs_of(&spec.instance);
         let group = format!("{}.rpc", spec.scheme.prefix());
         let sub = bus.queue_subscribe(&subject, &group).await?;
-        tasks.push(tokio::spawn(serve_calls(bus.clone(), sub, spec)));
+        loops.push(Box::pin(serve_calls(bus.clone(), sub, spec.clone())));
     }
-    Ok(tasks)
+    let instance = spec.instance;
+    Ok(Box::pin(async move {
+        futures::future::select_all(loops).await;
+        Err(format!(
+            "bridge of {instance}: the bus closed a subscription"
+        ))
+    }))
 }
 
 async fn feed_sink(mut subs: SelectAll<millwright_bus::Subscription>, spec: BridgeSpec) {

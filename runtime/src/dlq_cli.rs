@@ -17,8 +17,9 @@ use millwright_bus::{Bus, Headers, NatsOptions, SubjectScheme};
 use millwright_plugin_sdk::event::EventId;
 
 use crate::components;
+use crate::components::broker::{DLQ_TIMEOUT, DLQ_VERB};
 use crate::config::Config;
-use crate::control::{ControlReply, DLQ_TIMEOUT, DLQ_VERB};
+use crate::control::ControlReply;
 use crate::endpoints::Endpoints;
 use crate::lockfile::Lockfile;
 

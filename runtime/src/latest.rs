@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use millwright_bus::{Bus, BusError};
+use millwright_kernel::supervisor::task::TaskLoop;
 use millwright_plugin_sdk::event::Envelope;
 use parking_lot::RwLock;
 use serde::Serialize;
-use tokio::task::JoinHandle;
 
 /// The latest value seen on one subject.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,27 +56,28 @@ impl LatestValues {
         );
     }
 
-    /// Subscribes to each of `subjects` and records every envelope; abort the handles to stop.
+    /// Subscribes to each of `subjects` and returns the loop that records every envelope
+    /// (the node runs it as its `latest` task).
     ///
     /// # Errors
     /// The bus' error when a subscription cannot be made.
-    pub async fn follow(
-        &self,
-        bus: &Bus,
-        subjects: Vec<String>,
-    ) -> Result<Vec<JoinHandle<()>>, BusError> {
-        let mut tasks = Vec::with_capacity(subjects.len());
+    pub async fn follow(&self, bus: &Bus, subjects: Vec<String>) -> Result<TaskLoop, BusError> {
+        let mut subs = futures::stream::SelectAll::new();
         for subject in subjects {
-            let mut sub = bus.subscribe(&subject).await?;
-            let table = self.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(msg) = sub.next().await {
-                    if let Ok(env) = Envelope::from_json_slice(&msg.payload) {
-                        table.record(env);
-                    }
-                }
-            }));
+            subs.push(bus.subscribe(&subject).await?);
         }
-        Ok(tasks)
+        let table = self.clone();
+        Ok(Box::pin(async move {
+            if subs.is_empty() {
+                // No source configured: nothing to follow, until the task is stopped.
+                std::future::pending::<()>().await;
+            }
+            while let Some(msg) = futures::StreamExt::next(&mut subs).await {
+                if let Ok(env) = Envelope::from_json_slice(&msg.payload) {
+                    table.record(env);
+                }
+            }
+            Err("latest values: the bus closed a subscription".to_owned())
+        }))
     }
 }

@@ -6,13 +6,14 @@
 //! - [`cli`]: `millwright run CONFIG`, `millwright check CONFIG`, exit codes;
 //! - [`config`]: the TOML config, its validation and located error messages;
 //! - [`node`]: boot in order, and the running node's handles;
-//! - [`components`]: the one list of built-in components and the supervision tree;
+//! - [`component`]: the one interface every kind of component plugs in through;
+//! - [`components`]: the one list of the kinds of components, and the supervision tree;
 //! - [`shutdown`]: signals and the ordered graceful shutdown;
 //! - [`lockfile`]: the single-instance lock in the data directory;
 //! - [`http`]: `/live`, `/ready`, `/health`, the status page and control endpoints;
 //! - [`metrics`]: the Prometheus exporter and node metrics;
 //! - [`logging`]: human or JSON logs with `tracing`;
-//! - [`control`]: sim and DLQ control over the bus and HTTP;
+//! - [`control`]: the components' control verbs over the bus;
 //! - [`dlq_cli`]: `millwright dlq list|show|replay|purge`, on a running or stopped node;
 //! - [`endpoints`]: `<data_dir>/endpoints.json`, where a running node listens;
 //! - [`latest`]: the latest value per tag of this node's sources (`/values`);
@@ -27,6 +28,7 @@
 //! - [`plugin_template`]: the crate `plugin new` writes.
 
 pub mod cli;
+pub mod component;
 pub mod components;
 pub mod config;
 pub mod connector_bridge;

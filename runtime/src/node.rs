@@ -4,8 +4,8 @@
 //! 1. take the single-instance lock in `node.data_dir` (displacing an older instance);
 //! 2. start the metrics exporter and the HTTP server (`/live` answers, `/ready` says 503);
 //! 3. open the bus (NATS when `bus.nats_url` is set, else embedded) and start the state feed;
-//! 4. spawn the root supervisor with every built-in component ([`crate::components`]);
-//! 5. listen for control requests, start the watchdog, and turn ready.
+//! 4. spawn the root supervisor over every component's children ([`crate::components`]), then
+//!    the watchdog and the control task (children of the root too), and turn ready.
 //!
 //! The bound addresses are logged once as `listening` with `http_addr` and `metrics_addr`
 //! fields, so a test that asked for port 0 can find them.
@@ -16,26 +16,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use millwright_broker::{BrokerHandle, BrokerOptions, DeliveryMode, StreamError, stream};
+use millwright_broker::{BrokerHandle, BrokerOptions, DeliveryMode, StreamError};
+use millwright_bus::jetstream::JetStream;
 use millwright_bus::{Bus, BusError, ConnectionState, NatsOptions, SubjectScheme};
 use millwright_kernel::lifecycle::StatusBoard;
 use millwright_kernel::supervisor::{Supervisor, SupervisorMsg};
-use millwright_plugin_sdk::connector::Kind;
 use ractor::{ActorRef, SpawnErr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::components::{self, BuildContext};
+use crate::component::BuildContext;
+use crate::components;
 use crate::config::Config;
-use crate::connector_bridge;
-use crate::control::{self, Control};
 use crate::http::{self, HttpError, HttpState};
 use crate::latest::LatestValues;
 use crate::lockfile::{LockError, Lockfile};
 use crate::metrics::{self, MetricsError};
 use crate::phase::{Phase, PhaseCell};
 use crate::state_feed::StateFeed;
-use crate::watchdog;
 
 /// Why a node could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -89,9 +87,8 @@ pub struct Node {
     pub(crate) root: ActorRef<SupervisorMsg>,
     pub(crate) root_done: oneshot::Receiver<()>,
     pub(crate) state_feed: StateFeed,
-    pub(crate) control_tasks: Vec<JoinHandle<()>>,
-    pub(crate) watchdog: Vec<JoinHandle<()>>,
-    pub(crate) latest_tasks: Vec<JoinHandle<()>>,
+    /// What the components were built from (shutdown asks them to stop intake).
+    pub(crate) ctx: BuildContext,
     pub(crate) http_stop: oneshot::Sender<()>,
     pub(crate) http_task: JoinHandle<()>,
     pub(crate) lock: Lockfile,
@@ -117,7 +114,6 @@ impl Node {
         phase.set(Phase::Starting);
         let board = StatusBoard::new();
 
-        let control = Control::new(name.clone());
         let latest = LatestValues::default();
         // Plugins are loaded and checked, and every connector's config validated against its
         // plugin's schema, before anything runs.
@@ -138,23 +134,22 @@ impl Node {
             source,
         })?;
         let (http_stop, http_stopped) = oneshot::channel::<()>();
-        let http_task = http::serve(
-            listener,
-            http::router(HttpState {
-                node: name.clone(),
-                board: board.clone(),
-                phase: phase.clone(),
-                control: control.clone(),
-                started,
-                latest: latest.clone(),
-                broker: broker.clone(),
-                events_prefix: format!("{}.ev.", config.bus.prefix),
-                plugins: Arc::new(connectors.iter().map(|c| c.info()).collect()),
-            }),
-            async move {
-                let _ = http_stopped.await;
-            },
-        );
+        let http_state = HttpState {
+            node: name.clone(),
+            board: board.clone(),
+            phase: phase.clone(),
+            started,
+            latest: latest.clone(),
+            broker: broker.clone(),
+            events_prefix: format!("{}.ev.", config.bus.prefix),
+            plugins: Arc::new(connectors.iter().map(|c| c.info()).collect()),
+        };
+        let routes = components::BUILTIN
+            .iter()
+            .fold(http::router(), |r, c| r.merge(c.routes()));
+        let http_task = http::serve(listener, routes.with_state(http_state), async move {
+            let _ = http_stopped.await;
+        });
         tracing::info!(%http_addr, %metrics_addr, "listening");
         if let Err(e) =
             crate::endpoints::Endpoints::new(http_addr, metrics_addr).write(&config.node.data_dir)
@@ -176,15 +171,6 @@ impl Node {
         tracing::info!(backend = %bus.backend(), connection = %bus.connection_state(), "bus open");
         check_stream(&bus, &broker_options).await?;
         let scheme = SubjectScheme::new(config.bus.prefix.clone())?;
-        let latest_tasks = latest
-            .follow(
-                &bus,
-                connectors
-                    .iter()
-                    .map(|c| scheme.events_of(&c.name))
-                    .collect(),
-            )
-            .await?;
         let state_feed = StateFeed::spawn(&board, bus.clone(), scheme.clone(), name.clone());
 
         let ctx = BuildContext {
@@ -196,23 +182,8 @@ impl Node {
             broker: broker.clone(),
             intake,
             connectors: connectors.clone(),
+            latest,
         };
-        // Sinks' subscriptions exist before their instances start, so nothing published
-        // meanwhile is missed; the bridge finds each instance by name once it runs.
-        let mut bridge_tasks = Vec::new();
-        for c in connectors.iter() {
-            let kinds = &c.manifest.kinds;
-            let spec = connector_bridge::BridgeSpec {
-                instance: c.name.clone(),
-                component_id: components::connector_id(&name, &c.name),
-                subscribe: c.config.subscribe.clone(),
-                responder: kinds.contains(&Kind::Responder),
-                scheme: scheme.clone(),
-                max_batch: c.config.max_batch,
-                call_timeout: c.config.call_timeout,
-            };
-            bridge_tasks.extend(connector_bridge::spawn(&bus, spec).await?);
-        }
         let (root, root_handle) = Supervisor::spawn(
             components::root_name(&name),
             components::root_spec(&ctx),
@@ -230,31 +201,6 @@ impl Node {
             connectors = connectors.len(),
             "supervision tree up"
         );
-
-        let mut control_tasks = bridge_tasks;
-        for verb in [control::Verb::Dlq] {
-            control_tasks.push(
-                control::serve_bus(
-                    bus.clone(),
-                    scheme.control(&name, verb.token()),
-                    verb,
-                    control.clone(),
-                )
-                .await?,
-            );
-        }
-        let probes = connectors
-            .iter()
-            .map(|c| {
-                // A connector counts as not answering only once one plugin request has
-                // taken longer than its call timeout (a CMMS call may retry for seconds).
-                watchdog::Probe::connector(
-                    components::connector_id(&name, &c.name),
-                    c.config.call_timeout.max(config.watchdog.timeout),
-                )
-            })
-            .collect();
-        let watchdog = watchdog::spawn(board.clone(), probes, config.watchdog.clone());
 
         phase.set(Phase::Ready);
         tracing::info!(
@@ -275,9 +221,7 @@ impl Node {
             root,
             root_done,
             state_feed,
-            control_tasks,
-            watchdog,
-            latest_tasks,
+            ctx,
             http_stop,
             http_task,
             lock,
@@ -333,15 +277,14 @@ async fn check_stream(bus: &Bus, options: &BrokerOptions) -> Result<(), NodeErro
     if options.mode != DeliveryMode::Jetstream {
         return Ok(());
     }
-    let Some(client) = bus.nats_client() else {
+    let Some(js) = JetStream::new(bus, options.ack_timeout, 1) else {
         return Ok(());
     };
     if bus.connection_state() != ConnectionState::Connected {
         tracing::warn!("nats is not reachable yet; the broker checks the stream once it connects");
         return Ok(());
     }
-    let js = async_nats::jetstream::new(client.clone());
-    match stream::ensure(&js, &options.stream).await {
+    match js.ensure_stream(&options.stream).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_retryable() => {
             tracing::warn!(error = %e, "jetstream stream not checked at boot; the broker retries");

@@ -2,7 +2,10 @@
 //! hands, and carry requests as frames (see `millwright_plugin_sdk::stdio`).
 //!
 //! Each instance is its own process, started lazily by the first request of a connector
-//! incarnation and killed when the incarnation ends (`kill_on_drop`). A process that exits,
+//! incarnation and killed when the incarnation ends (`kill_on_drop`). It runs in a process
+//! group of its own, so a terminal's Ctrl-C (sent to the foreground group) reaches only the
+//! node, which stops it in order; if the node dies, the plugin sees its stdin close and exits.
+//! A process that exits,
 //! aborts, stops answering within the call timeout, or stops sending heartbeats fails the call
 //! with a [`TransportError`]: the connector actor fails, its supervisor restarts it with
 //! backoff, and the next incarnation starts a fresh process. The plugin's stderr goes to the
@@ -119,6 +122,9 @@ impl ProcessTransport {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C in the terminal reaches only the node, which
+            // then stops its plugins in order (it does not die under the node mid-shutdown).
+            .process_group(0)
             .spawn()
             .map_err(|e| gone(format!("cannot start {}: {e}", self.spec.program.display())))?;
         let mut stdin = child.stdin.take().ok_or_else(|| gone("no stdin"))?;

@@ -2,8 +2,8 @@
 //!
 //! | # | step | what happens |
 //! |---|---|---|
-//! | 1 | `stop_intake` | `/ready` turns 503; control requests and the watchdog stop; every source (sim) is paused |
-//! | 2 | `drain` | each source's mailbox is processed up to the pause (a ping returns after it), within the grace window |
+//! | 1 | `stop_intake` | `/ready` turns 503 (`/events` refuses); every supervisor stops restarting (a child that dies now stays down); every component stops its intake ([`Component::stop_intake`](crate::component::Component::stop_intake)): every source connector is paused, and answers once no read is in progress |
+//! | 2 | `drain` | what the components had in flight finishes within the grace window (a paused source has already published or queued what it read) |
 //! | 3 | `stop_components` | the root supervisor stops its children in reverse start order, each with its own shutdown timeout, so one stuck component does not block the others |
 //! | 4 | `flush` | the state feed publishes the last state changes; the bus is flushed (the broker flushes its queue to disk here once it exists) |
 //! | 5 | `stop_http` | the HTTP server stops |
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use millwright_kernel::supervisor;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::component::IntakeStopped;
+use crate::components;
 use crate::node::{Node, NodeError};
 use crate::phase::Phase;
 
@@ -114,33 +116,20 @@ impl Node {
         let begun = Instant::now();
         let grace = self.config.node.shutdown_grace;
         tracing::info!(?cause, grace = %humantime::format_duration(grace), "shutdown started");
-        let sims: Vec<String> = Vec::new();
+        let deadline = tokio::time::Instant::now() + grace;
 
         step(1);
         self.phase.set(Phase::Stopping);
-        for task in &self.control_tasks {
-            task.abort();
+        if let Err(e) = supervisor::quiesce(&self.root).await {
+            tracing::warn!(error = %e, "could not stop restarts before shutdown");
         }
-        for task in &self.watchdog {
-            task.abort();
-        }
+        let intakes = components::BUILTIN
+            .iter()
+            .map(|c| c.stop_intake(&self.ctx, deadline));
+        let stopped = futures::future::join_all(intakes).await;
 
         step(2);
-        let deadline = tokio::time::Instant::now() + grace;
-        let drains = sims.iter().map(|id| async move {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match millwright_connect::ping(id, left.max(Duration::from_millis(1))).await {
-                Ok(_) | Err(millwright_kernel::reach::ReachError::NotRunning { .. }) => true,
-                Err(e) => {
-                    tracing::warn!(component = %id, error = %e, "not drained within the grace window");
-                    false
-                }
-            }
-        });
-        let drained = futures::future::join_all(drains)
-            .await
-            .into_iter()
-            .all(|ok| ok);
+        let drained = stopped.iter().all(|s| *s == IntakeStopped::Drained);
 
         step(3);
         // The tree gets the rest of the grace window, but at least one worker shutdown
@@ -164,9 +153,6 @@ impl Node {
         };
 
         step(4);
-        for task in &self.latest_tasks {
-            task.abort();
-        }
         self.state_feed.stop().await;
         if let Err(e) = self.bus.flush().await {
             tracing::warn!(error = %e, "bus flush failed");

@@ -13,10 +13,10 @@
 use std::time::Duration;
 
 use millwright_connect as connector;
-use millwright_kernel::lifecycle::StatusBoard;
-use millwright_kernel::lifecycle::{Observation, State};
+use millwright_kernel::lifecycle::{Observation, State, StatusBoard};
 use millwright_kernel::reach::ReachError;
-use tokio::task::JoinHandle;
+use millwright_kernel::supervisor::ChildSpec;
+use millwright_kernel::supervisor::task::TaskLoop;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::WatchdogConfig;
@@ -62,16 +62,27 @@ impl Probe {
     }
 }
 
-/// Starts one probe task per component; abort the handles to stop them.
-pub fn spawn(
+/// The `watchdog` task, a child of the root supervisor: one task that runs every probe's
+/// loop (each with its own interval, so one slow answer does not delay the others).
+pub fn child_spec(
+    id: &str,
     board: StatusBoard,
     probes: Vec<Probe>,
     config: WatchdogConfig,
-) -> Vec<JoinHandle<()>> {
-    probes
-        .into_iter()
-        .map(|p| tokio::spawn(probe(board.clone(), p, config.clone())))
-        .collect()
+) -> ChildSpec {
+    ChildSpec::task(id, move || {
+        let (board, probes, config) = (board.clone(), probes.clone(), config.clone());
+        let body: TaskLoop = Box::pin(async move {
+            futures::future::join_all(
+                probes
+                    .into_iter()
+                    .map(|p| probe(board.clone(), p, config.clone())),
+            )
+            .await;
+            Ok(())
+        });
+        Box::pin(std::future::ready(Ok(body)))
+    })
 }
 
 async fn probe(board: StatusBoard, probe: Probe, config: WatchdogConfig) {

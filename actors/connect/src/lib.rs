@@ -120,6 +120,9 @@ pub enum ConnectorMsg {
     Step,
     /// Liveness: answered between steps with the current state.
     Ping(RpcReplyPort<State>),
+    /// Stop reading from the source (the node's shutdown stops intake): answered once no read
+    /// is in progress; no read starts after it. Writes and calls are still served.
+    Pause(RpcReplyPort<()>),
     /// Write a batch to a sink: one result per event, or an error for the whole batch.
     Write(
         Vec<Envelope>,
@@ -160,6 +163,8 @@ pub struct ConnectorState {
     /// The source reached its end of input (an instance that is also a sink or a responder
     /// keeps running without reading).
     source_done: bool,
+    /// Intake stopped (the node is shutting down): no more reads.
+    paused: bool,
 }
 
 impl std::fmt::Debug for ConnectorState {
@@ -202,6 +207,7 @@ impl Actor for ConnectorActor {
             published: None,
             step_scheduled: true,
             source_done: false,
+            paused: false,
         })
     }
 
@@ -255,6 +261,15 @@ impl Actor for ConnectorActor {
             }
             ConnectorMsg::Ping(reply) => {
                 let _ = reply.send(state.lifecycle.state().clone());
+                Ok(())
+            }
+            ConnectorMsg::Pause(reply) => {
+                // The mailbox runs one message at a time: no read is in progress here.
+                if !state.paused {
+                    state.paused = true;
+                    tracing::info!(component = %state.args.component_id, "source paused: no more reads");
+                }
+                let _ = reply.send(());
                 Ok(())
             }
             // A request whose caller gave up (timed out) is not run late.
@@ -311,7 +326,11 @@ impl ConnectorState {
         let next = match self.phase {
             Phase::Open => self.open().await?,
             Phase::Connect => self.connect().await?,
-            Phase::Ready if self.args.spec.kinds.contains(&Kind::Source) && !self.source_done => {
+            Phase::Ready
+                if self.args.spec.kinds.contains(&Kind::Source)
+                    && !self.source_done
+                    && !self.paused =>
+            {
                 self.read().await?
             }
             Phase::Ready | Phase::Parked => Next::Park,
@@ -596,6 +615,18 @@ pub enum CallError {
 /// Cancel safe: an unanswered ping is simply dropped.
 pub async fn ping(registry_name: &str, timeout: Duration) -> Result<State, ReachError> {
     reach::call(registry_name, timeout, ConnectorMsg::Ping).await
+}
+
+/// Tells the connector registered as `registry_name` to read no more from its source, and
+/// waits until no read is in progress (the node's stop-intake step).
+///
+/// # Errors
+/// [`ReachError`]: not running (nothing to pause), or no answer in time.
+///
+/// # Cancel safety
+/// Cancel safe: the instance pauses whether or not the caller waits.
+pub async fn pause(registry_name: &str, timeout: Duration) -> Result<(), ReachError> {
+    reach::call(registry_name, timeout, ConnectorMsg::Pause).await
 }
 
 /// Writes `events` to the sink registered as `registry_name`: one result per event.

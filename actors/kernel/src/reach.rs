@@ -51,7 +51,7 @@ impl ReachError {
 /// # Errors
 /// [`ReachError::NotRunning`] when nothing is registered under `name`.
 pub fn lookup<M: Message>(name: &str) -> Result<ActorRef<M>, ReachError> {
-    ractor::registry::where_is(name.to_owned())
+    ractor::registry::where_is(name)
         .map(ActorRef::from)
         .ok_or_else(|| ReachError::NotRunning {
             name: name.to_owned(),

@@ -37,6 +37,7 @@ mod backoff;
 mod exit;
 mod intensity;
 mod spec;
+pub mod task;
 #[cfg(test)]
 mod tests;
 
@@ -151,6 +152,10 @@ pub enum SupervisorMsg {
     StopChild(String, RpcReplyPort<Result<(), SupervisorError>>),
     /// A delayed restart is due (sent by the supervisor to itself).
     Restart(RestartDue),
+    /// The node is shutting down: restart nothing from now on (pending restarts are
+    /// cancelled), here and in every nested supervisor, then reply. Children keep running
+    /// until they are stopped.
+    Quiesce(RpcReplyPort<()>),
 }
 
 /// What a supervisor reports about one child.
@@ -253,6 +258,8 @@ pub struct SupervisorState {
     timers: HashMap<u64, Timer>,
     shutdown_replies: Vec<RpcReplyPort<()>>,
     shutting_down: bool,
+    /// Restarts nothing any more (the node is shutting down).
+    quiesced: bool,
     /// Its own entry on the board (set in `pre_start`).
     lifecycle: Option<Lifecycle>,
 }
@@ -322,6 +329,21 @@ impl Supervisor {
 /// Cancel safe: the shutdown, once asked for, goes on without the caller.
 pub async fn shutdown(supervisor: &ActorRef<SupervisorMsg>) -> Result<(), SupervisorError> {
     call(supervisor, SupervisorMsg::Shutdown, None).await
+}
+
+/// Tells `supervisor` and every supervisor below it to restart nothing from now on (the
+/// node's shutdown calls it before it stops anything), and waits until they all have.
+///
+/// # Errors
+/// [`SupervisorError::Unreachable`] when the supervisor is gone.
+///
+/// # Panics
+/// Never.
+///
+/// # Cancel safety
+/// Cancel safe: the supervisors quiesce whether or not the caller waits.
+pub async fn quiesce(supervisor: &ActorRef<SupervisorMsg>) -> Result<(), SupervisorError> {
+    call(supervisor, SupervisorMsg::Quiesce, None).await
 }
 
 /// The children of `supervisor`, in start order.
@@ -417,6 +439,7 @@ impl Actor for Supervisor {
             timers: HashMap::new(),
             shutdown_replies: Vec::new(),
             shutting_down: false,
+            quiesced: false,
             lifecycle: None,
             name,
         };
@@ -507,9 +530,13 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Restart(RestartDue(token)) => {
                 state.timers.remove(&token);
-                if !state.shutting_down {
+                if !state.shutting_down && !state.quiesced {
                     state.restart_loop(&myself, token, Duration::ZERO).await?;
                 }
+            }
+            SupervisorMsg::Quiesce(reply) => {
+                state.quiesce().await;
+                let _ = reply.send(());
             }
         }
         Ok(())
@@ -536,6 +563,28 @@ impl Actor for Supervisor {
 }
 
 impl SupervisorState {
+    /// Restarts nothing from now on, here and below; cancels pending restarts.
+    async fn quiesce(&mut self) {
+        self.quiesced = true;
+        for (_, timer) in self.timers.drain() {
+            timer.abort();
+        }
+        for child in &mut self.children {
+            if matches!(child.status, ChildStatus::Pending { .. }) {
+                child.status = ChildStatus::Done;
+            }
+        }
+        for child in &self.children {
+            if let (ChildKind::Supervisor(_), Some(cell)) = (&child.spec.kind, child.cell()) {
+                let nested: ActorRef<SupervisorMsg> = cell.clone().into();
+                if let Err(e) = quiesce(&nested).await {
+                    tracing::warn!(supervisor = %child.name, error = %e, "could not quiesce");
+                }
+            }
+        }
+        tracing::info!(supervisor = %self.name, "quiesced: no more restarts");
+    }
+
     /// Applies `event` to its own state through the board's table.
     fn own(&mut self, event: Event) {
         if let Some(lifecycle) = &mut self.lifecycle {
@@ -644,6 +693,7 @@ impl SupervisorState {
             self.board.record_error(&child.name, exit.to_string());
         }
         let restart = !self.shutting_down
+            && !self.quiesced
             && match child.spec.restart {
                 RestartType::Permanent => true,
                 RestartType::Transient => exit.is_abnormal(),

@@ -14,6 +14,7 @@ use ractor::{Actor, ActorCell, SpawnErr};
 
 use super::backoff::BackoffPolicy;
 use super::intensity::RestartIntensity;
+use super::task::{TaskActor, TaskLoop, TaskSetup};
 
 /// How long a worker gets to stop gracefully before it is killed, unless its spec says otherwise.
 pub const DEFAULT_WORKER_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -130,6 +131,17 @@ impl ChildSpec {
                 Ok(actor.get_cell())
             })
         })
+    }
+
+    /// A permanent worker that runs an async loop under supervision (see [`super::task`]):
+    /// `setup` runs at each start (its subscriptions exist before the next sibling starts)
+    /// and returns the loop; a loop that fails is restarted like any child.
+    pub fn task<F>(id: impl Into<String>, setup: F) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, Result<TaskLoop, String>> + Send + Sync + 'static,
+    {
+        let setup: Arc<TaskSetup> = Arc::new(setup);
+        Self::actor(id, move || (TaskActor, setup.clone()))
     }
 
     /// A permanent nested supervisor with an unbounded shutdown ([`Shutdown::Infinity`]).
