@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, ConfigError, LogFormat};
 use crate::node::Node;
 use crate::{logging, shutdown};
 
@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Runs a node until SIGTERM or SIGINT.
     Run(RunArgs),
-    /// Validates a config file without starting anything.
+    /// Validates a config file and loads its plugins as boot does, without starting anything.
     Check {
         /// The config file (TOML).
         config: PathBuf,
@@ -101,9 +101,38 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// `millwright check`: everything boot checks before it starts anything (the config, then
+/// every connector's plugin, manifest and config, through [`crate::plugins::check`]), each
+/// problem of the file reported with its key path, line and fix; no instance is made.
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(source) => {
+            eprintln!("error: {}", ConfigError::Read { file, source });
+            return ExitCode::from(2);
+        }
+    };
+    let (config, mut problems) = Config::parse_all(&file, &text);
+    if let Some(config) = &config {
+        // Out-of-process plugins are started for their handshake, as at boot.
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (_, refused) = runtime.block_on(crate::plugins::check(&config.connectors));
+        problems.extend(refused.iter().map(|e| e.diagnostic(&file, &text)));
+    }
+    // File order; a problem without a line (none is expected) last.
+    problems.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
+    match config {
+        Some(config) if problems.is_empty() => {
             let bus = match &config.bus.nats_url {
                 Some(url) => format!("NATS at {url}"),
                 None => "embedded bus".to_owned(),
@@ -116,8 +145,10 @@ fn check(path: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
+        _ => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
             ExitCode::from(2)
         }
     }

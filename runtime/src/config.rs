@@ -280,7 +280,7 @@ pub struct LogConfig {
     /// `human` (one readable line per event) or `json` (one JSON object per line).
     #[serde(default)]
     pub format: LogFormat,
-    /// A `tracing` filter: a level (`info`) or directives (`info,millwright_actors=debug`).
+    /// A `tracing` filter: a level (`info`) or directives (`info,millwright_connect=debug`).
     /// The `RUST_LOG` environment variable, when set, takes precedence.
     #[serde(default = "defaults::log_level")]
     pub level: String,

@@ -28,6 +28,10 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn check_accepts_the_demo_config() {
+    // `check` loads the demo's plugins, as boot does.
+    for plugin in ["sim", "opcua", "cmms-http"] {
+        millwright_tests::build_plugin(plugin, false);
+    }
     let demo = millwright_tests::workspace_root().join("configs/demo.toml");
     let out = millwright(&["check", demo.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -54,6 +58,176 @@ fn check_reports_an_unknown_key_with_file_key_line_and_hint() {
             "error: {}: sims.press1.intervall: unknown key `intervall` at line 5 (did you mean `interval`?)\n",
             path.display()
         )
+    );
+}
+
+/// Two `testkit` connectors, `line1` in process and `line2` out of process, with `line1_config`
+/// and `line2_config` as their `config` tables.
+fn two_testkits(line1_config: &str, line2_config: &str) -> String {
+    format!(
+        "[node]\nname = \"n\"\n\n\
+         [connectors.line1]\nplugin = \"testkit\"\n\n\
+         [connectors.line1.config]\n{line1_config}\n\n\
+         [connectors.line2]\nplugin = \"testkit\"\nmode = \"out_of_process\"\n\n\
+         [connectors.line2.config]\n{line2_config}\n"
+    )
+}
+
+#[test]
+fn check_reports_every_misspelled_plugin_key_with_its_line_and_the_closest_key() {
+    support::testkit();
+    let dir = tempfile::tempdir().unwrap();
+    let text = two_testkits("count = 5\npanic_att = 3", "cont = 5");
+    let path = write(dir.path(), "plant.toml", &text);
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per error: {err}");
+    let file = path.display();
+    assert!(
+        lines[0].starts_with(&format!(
+            "error: {file}: connectors.line1.config.panic_att: unknown key `panic_att` at line 9 \
+             (did you mean `panic_at`? The config schema of plugin testkit"
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "error: {file}: connectors.line2.config.cont: unknown key `cont` at line 16 (did \
+             you mean `count`?"
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("millwright plugin inspect")
+            && lines[1].contains("millwright-plugin-testkit"),
+        "says where the schema is: {err}"
+    );
+    assert!(out.stdout.is_empty(), "no `ok`");
+}
+
+#[test]
+fn check_lists_the_allowed_keys_when_none_is_close_and_every_other_schema_error() {
+    support::testkit();
+    let dir = tempfile::tempdir().unwrap();
+    let text = two_testkits("colour = \"red\"\ncount = \"many\"", "count = 1");
+    let path = write(dir.path(), "plant.toml", &text);
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "connectors.line1.config.colour: unknown key `colour` at line 8 (known keys: \
+             abort_at, count, hang_at, panic_at,"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "connectors.line1.config.count: \"many\" is not of type \"integer\" at line 9"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_says_ok_for_good_plugin_configs_in_and_out_of_process() {
+    support::testkit();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "plant.toml",
+        &two_testkits("count = 5\npanic_at = 3", "count = 5"),
+    );
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{}: ok (node n, 2 connectors, 0 sims, embedded bus)\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_names_a_plugin_it_cannot_load_with_the_path_looked_at_and_the_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("plugins/libgone.so");
+    let old = support::c_library(
+        dir.path(),
+        "old",
+        "void *millwright_plugin_entry_v1(void) { return 0; }\n",
+    );
+    let path = write(
+        dir.path(),
+        "plant.toml",
+        &format!(
+            "[node]\nname = \"n\"\n\n[connectors.a]\nplugin = {gone:?}\n\n\
+             [connectors.b]\nplugin = {old:?}\n\n[connectors.c]\nplugin = \"nosuch\"\n"
+        ),
+    );
+    let out = Command::new(binary())
+        .args(["check", path.to_str().unwrap()])
+        .env("MILLWRIGHT_PLUGIN_PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let file = path.display();
+    assert!(
+        err.contains(&format!(
+            "error: {file}: connectors.a.plugin: no plugin file at {} at line 5 (build the \
+             plugin, or fix the path)",
+            gone.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "error: {file}: connectors.b.plugin: {}: plugin built for plugin ABI 1.x, but this \
+             node supports ABI 3.0 to 3.0",
+            old.display()
+        )),
+        "the file and both versions: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "error: {file}: connectors.c.plugin: no plugin named \"nosuch\": looked for \
+             libmillwright_plugin_nosuch.so, libnosuch.so in {},",
+            dir.path().display()
+        )),
+        "the names and directories looked at: {err}"
+    );
+    assert_eq!(err.lines().count(), 3, "{err}");
+}
+
+#[test]
+fn check_reports_every_problem_of_the_node_config_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "plant.toml",
+        "[node]\nname = \"a b\"\n\n[supervision]\nmax_restarts = 0\n",
+    );
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let file = path.display();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "error: {file}: node.name: invalid node name \"a b\" at line 2"
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "error: {file}: supervision.max_restarts: max_restarts is 0 at line 5"
+        )),
+        "{err}"
     );
 }
 

@@ -76,6 +76,26 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+impl Diagnostic {
+    /// A diagnostic at the dotted key `path` of `file`, its line found in `text` (for a key
+    /// that is absent, the line of its deepest present ancestor).
+    pub(crate) fn located(
+        file: &str,
+        text: &str,
+        path: &[String],
+        message: String,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            path: path.join("."),
+            line: locate(text, path).map(|span| line_of(text, span.start)),
+            message,
+            hint,
+        }
+    }
+}
+
 impl From<Diagnostic> for ConfigError {
     fn from(d: Diagnostic) -> Self {
         ConfigError::Invalid(Box::new(d))

@@ -1,7 +1,10 @@
 //! Checks a config beyond what its types enforce: names that must be subject tokens, durations
 //! that must be positive, bounds that must be ordered. No I/O.
+//!
+//! [`Config::parse`] stops at the first problem (the node refuses the file either way);
+//! [`Config::parse_all`], for `millwright check`, lists every one.
 
-use super::error::{Diagnostic, line_of, locate};
+use super::error::{ConfigError, Diagnostic};
 use super::{Config, duration};
 
 /// One semantic problem, before it is located in the file.
@@ -23,14 +26,7 @@ impl Problem {
 
     /// Locates the problem in `text` and names `file`.
     pub fn into_diagnostic(self, file: &str, text: &str) -> Diagnostic {
-        let line = locate(text, &self.path).map(|span| line_of(text, span.start));
-        Diagnostic {
-            file: file.to_owned(),
-            path: self.path.join("."),
-            line,
-            message: self.message,
-            hint: Some(self.hint),
-        }
+        Diagnostic::located(file, text, &self.path, self.message, Some(self.hint))
     }
 }
 
@@ -43,6 +39,39 @@ pub(crate) fn is_token(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    /// Parses `text` as [`Config::parse`] does, but lists every problem instead of the first:
+    /// the config (whenever its types fit, so that later checks such as the plugins' can run
+    /// on it too) and every diagnostic. A TOML syntax error or a key of the wrong type or name
+    /// stops the parser, so it is the only diagnostic then. Does no I/O.
+    pub fn parse_all(file: &str, text: &str) -> (Option<Config>, Vec<Diagnostic>) {
+        let first = match Config::parse(file, text) {
+            Ok(config) => return (Some(config), Vec::new()),
+            Err(ConfigError::Invalid(d)) => *d,
+            // `parse` reads no file, so this is not reached; it is reported all the same.
+            Err(e @ ConfigError::Read { .. }) => {
+                let d = Diagnostic::located(file, text, &[], e.to_string(), None);
+                return (None, vec![d]);
+            }
+        };
+        // The types fit and only the checks of this module failed: list them all.
+        match toml::from_str::<Config>(text) {
+            Ok(config) => {
+                let all = problems(&config)
+                    .into_iter()
+                    .map(|p| p.into_diagnostic(file, text))
+                    .collect();
+                let config = Config {
+                    file: Some(file.to_owned()),
+                    ..config
+                };
+                (Some(config), all)
+            }
+            Err(_) => (None, vec![first]),
+        }
+    }
 }
 
 /// The first problem in `config`, in file order of sections.
@@ -100,7 +129,7 @@ pub(crate) fn problems(config: &Config) -> Vec<Problem> {
         out.push(Problem::new(
             &["log", "level"],
             format!("invalid log filter {:?}: {e}", config.log.level),
-            "expected a level such as \"info\" or directives such as \"info,millwright_actors=debug\"",
+            "expected a level such as \"info\" or directives such as \"info,millwright_connect=debug\"",
         ));
     }
 

@@ -436,3 +436,23 @@ pub async fn run_with_fault(
         .unwrap_or(0);
     (counts, restarts)
 }
+
+/// Compiles C `source` into the shared library `dir/lib<name>.so` (for files that look like
+/// plugins but are not, or are of another ABI); its path.
+pub fn c_library(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let so = dir.join(format!("lib{name}.so"));
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .output()
+        .expect("a C compiler (cc) is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    so
+}
