@@ -381,7 +381,7 @@ impl<'a> Renderer<'a> {
                 let _ = writeln!(
                     self.out,
                     "  - `{key}` ({}, {need}): {}",
-                    self.type_name(f),
+                    self.type_name(f).trim_end_matches(" (optional)"),
                     one_line(self.description(f))
                 );
             }

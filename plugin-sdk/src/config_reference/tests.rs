@@ -120,7 +120,7 @@ fn the_reference_has_a_section_per_table_and_a_row_per_key() {
         "One of these forms, chosen by `type` (default `{ type = \"anonymous\" }`):",
         "- `type = \"username\"`: Someone.",
         "  - `username` (string, required): The name.",
-        "  - `password_env` (string (optional), optional): Where the password is.",
+        "  - `password_env` (string, optional): Where the password is.",
     ] {
         assert!(md.contains(needle), "missing {needle:?} in:\n{md}");
     }
