@@ -1,3 +1,5 @@
+//! Tests of the config-reference renderer and of the stale-page check.
+
 use std::path::PathBuf;
 use std::time::Duration;
 
