@@ -8,6 +8,9 @@
 //!   [`Sink`](connector::Sink), [`Responder`](connector::Responder)) and its typed errors;
 //! - [`context`]: what a connector gets from its host (config, logs, metrics, cancellation);
 //! - [`duration`]: durations in configs as humantime strings, for the node and every plugin;
+//! - [`retired`]: config keys that were renamed or removed, refused with what to write instead;
+//! - [`config_reference`]: the Markdown reference of a config, rendered from its JSON Schema,
+//!   and the check that keeps a docs page's copy current;
 //! - [`protocol`]: the messages every transport carries, and the adapter that calls the traits;
 //! - [`codec`]: their one binary encoding (MessagePack), used by both sides and both transports;
 //! - [`manifest`]: what a plugin says about itself (versions, kinds, config schema);
@@ -22,6 +25,7 @@
 pub mod abi;
 pub mod circuit_breaker;
 pub mod codec;
+pub mod config_reference;
 pub mod connector;
 pub mod context;
 pub mod duration;
@@ -29,6 +33,7 @@ pub mod event;
 pub mod harness;
 pub mod manifest;
 pub mod protocol;
+pub mod retired;
 pub mod retry;
 pub mod stdio;
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::connector::{AckToken, ConnectorError, Health, Kind, Plugin, SourceBatch, WriteResult};
 use crate::context::Context;
 use crate::event::Envelope;
+use crate::retired;
 
 /// A request from the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +249,14 @@ impl<P: Plugin> Adapter<P> {
         } = request
         {
             self.ctx = self.ctx.opened(config.clone(), &subject_prefix);
+            // A renamed or removed key is refused with what to write instead, before serde
+            // would call it merely unknown.
+            let schema = serde_json::to_value(schemars::schema_for!(P::Config));
+            if let Err(refused) = retired::check(&schema.unwrap_or_default(), &config) {
+                return Response::Error {
+                    error: ConnectorError::Config(refused.to_string()),
+                };
+            }
             return match serde_path_to_error::deserialize::<_, P::Config>(config) {
                 Ok(config) => match P::new(config, &self.ctx) {
                     Ok(p) => {

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use millwright_plugin_sdk::prelude::*;
+use millwright_plugin_sdk::{duration, retired};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `opcua`'s config (`[connectors.<name>.config]`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = retired_keys)]
 pub struct OpcUaConfig {
     /// The server's endpoint URL, `opc.tcp://host:port[/path]`. This address is always used to
     /// connect, even when the server advertises another host or port in its endpoints.
@@ -35,17 +37,18 @@ pub struct OpcUaConfig {
     /// The nodes to read, each with the tag that names its subject.
     pub nodes: Vec<NodeConfig>,
     /// `subscription` (monitored items; the server pushes changes) or `polling` (a Read of
-    /// every node each `poll_interval_ms`).
+    /// every node each `poll_interval`).
     #[serde(default)]
     pub mode: ModeConfig,
-    /// Subscription mode: the publishing interval in milliseconds.
-    #[serde(default = "default_publishing_interval_ms")]
-    pub publishing_interval_ms: u64,
-    /// Subscription mode: the default sampling interval of each monitored item in milliseconds
-    /// (a node's `sampling_interval_ms` overrides it; 0 lets the server sample as fast as it
-    /// can).
-    #[serde(default = "default_sampling_interval_ms")]
-    pub sampling_interval_ms: u64,
+    /// Subscription mode: the publishing interval.
+    #[serde(default = "default_publishing_interval", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub publishing_interval: Duration,
+    /// Subscription mode: the default sampling interval of each monitored item (a node's
+    /// `sampling_interval` overrides it; `"0s"` lets the server sample as fast as it can).
+    #[serde(default = "default_sampling_interval", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub sampling_interval: Duration,
     /// Subscription mode: how many changes the server queues per item between publishes.
     #[serde(default = "default_queue_size")]
     pub queue_size: u32,
@@ -54,33 +57,27 @@ pub struct OpcUaConfig {
     /// arrays of 100,000). 0 lets the server decide.
     #[serde(default = "default_max_notifications_per_publish")]
     pub max_notifications_per_publish: u32,
-    /// Polling mode: the interval between reads in milliseconds.
-    #[serde(default = "default_poll_interval_ms")]
-    pub poll_interval_ms: u64,
-    /// Data-freshness watchdog in milliseconds: in subscription mode, when no publish response
-    /// (data or keep-alive) arrives for this long the connector reconnects and recreates its
-    /// subscription. Keep-alives make it independent of deadbands and of nodes that do not
-    /// change. 0 disables it.
-    #[serde(default = "default_watchdog_timeout_ms")]
-    pub watchdog_timeout_ms: u64,
-    /// The first reconnect waits at least this long (milliseconds), doubling per failure.
-    #[serde(default = "default_reconnect_min_ms")]
-    pub reconnect_min_ms: u64,
-    /// The longest wait between reconnects (milliseconds), before jitter.
-    #[serde(default = "default_reconnect_max_ms")]
-    pub reconnect_max_ms: u64,
-    /// Random extra on each reconnect wait, as a fraction of it (0.5: up to 50 % longer), so
-    /// that many connectors that lost one server do not reconnect in step.
-    #[serde(default = "default_reconnect_jitter")]
-    pub reconnect_jitter: f64,
-    /// Timeout of each OPC-UA request in milliseconds.
-    #[serde(default = "default_request_timeout_ms")]
-    pub request_timeout_ms: u64,
-    /// The longest one connect may take in milliseconds (GetEndpoints, session, browse-path
-    /// resolution, subscription). Keep it below the node's `call_timeout` (10 s by default) so
-    /// that an out-of-process plugin never looks hung.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
+    /// Polling mode: the interval between reads.
+    #[serde(default = "default_poll_interval", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub poll_interval: Duration,
+    /// Data-freshness watchdog: in subscription mode, when no publish response (data or
+    /// keep-alive) arrives for this long the connector drops the session, and the node
+    /// reconnects it and recreates its subscription. Keep-alives make it independent of
+    /// deadbands and of nodes that do not change. `"0s"` disables it.
+    #[serde(default = "default_watchdog_timeout", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub watchdog_timeout: Duration,
+    /// Timeout of each OPC-UA request.
+    #[serde(default = "default_request_timeout", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub request_timeout: Duration,
+    /// The longest one connect may take (GetEndpoints, session, browse-path resolution,
+    /// subscription). Keep it below the node's `call_timeout` (10 s by default) so that an
+    /// out-of-process plugin never looks hung.
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    #[schemars(with = "duration::Human")]
+    pub connect_timeout: Duration,
     /// Most samples held between reads; past it the oldest are dropped (counted in
     /// `samples_shed_total` and logged).
     #[serde(default = "default_max_buffered_samples")]
@@ -145,6 +142,7 @@ pub enum ModeConfig {
 /// One node to read.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = retired_node_keys)]
 pub struct NodeConfig {
     /// The tag: the last tokens of the subject `<prefix>.ev.<instance>.<tag>` (letters, digits,
     /// `_`, `-`, and `.` for a deeper tree).
@@ -157,9 +155,10 @@ pub struct NodeConfig {
     /// resolved with TranslateBrowsePathsToNodeIds on every connect.
     #[serde(default)]
     pub browse_path: Option<String>,
-    /// This item's sampling interval in milliseconds (default: the top-level one).
-    #[serde(default)]
-    pub sampling_interval_ms: Option<u64>,
+    /// This item's sampling interval (default: the top-level `sampling_interval`).
+    #[serde(default, with = "duration::option")]
+    #[schemars(with = "duration::option::Human")]
+    pub sampling_interval: Option<Duration>,
     /// An absolute deadband: changes smaller than this are not reported.
     #[serde(default)]
     pub deadband_absolute: Option<f64>,
@@ -168,14 +167,69 @@ pub struct NodeConfig {
     pub deadband_percent: Option<f64>,
 }
 
+/// Keys of earlier versions, refused with what to write instead (see
+/// [`millwright_plugin_sdk::retired`]).
+pub const RETIRED_KEYS: &[(&str, &str)] = &[
+    (
+        "publishing_interval_ms",
+        "renamed; write publishing_interval = \"1s\" (a duration)",
+    ),
+    (
+        "sampling_interval_ms",
+        "renamed; write sampling_interval = \"250ms\" (a duration)",
+    ),
+    (
+        "poll_interval_ms",
+        "renamed; write poll_interval = \"1s\" (a duration)",
+    ),
+    (
+        "watchdog_timeout_ms",
+        "renamed; write watchdog_timeout = \"30s\" (a duration)",
+    ),
+    (
+        "request_timeout_ms",
+        "renamed; write request_timeout = \"5s\" (a duration)",
+    ),
+    (
+        "connect_timeout_ms",
+        "renamed; write connect_timeout = \"8s\" (a duration)",
+    ),
+    (
+        "reconnect_min_ms",
+        "removed: the node waits between reconnects (set [supervision] min_backoff, a duration)",
+    ),
+    (
+        "reconnect_max_ms",
+        "removed: the node waits between reconnects (set [supervision] max_backoff, a duration)",
+    ),
+    (
+        "reconnect_jitter",
+        "removed: the node waits between reconnects, with its own jitter (delete this key)",
+    ),
+];
+
+/// The retired keys of a node.
+pub const RETIRED_NODE_KEYS: &[(&str, &str)] = &[(
+    "sampling_interval_ms",
+    "renamed; write sampling_interval = \"250ms\" (a duration)",
+)];
+
+fn retired_keys(schema: &mut schemars::Schema) {
+    retired::mark(schema, RETIRED_KEYS);
+}
+
+fn retired_node_keys(schema: &mut schemars::Schema) {
+    retired::mark(schema, RETIRED_NODE_KEYS);
+}
+
 fn default_pki_dir() -> PathBuf {
     PathBuf::from("pki/opcua")
 }
-fn default_publishing_interval_ms() -> u64 {
-    1000
+fn default_publishing_interval() -> Duration {
+    Duration::from_secs(1)
 }
-fn default_sampling_interval_ms() -> u64 {
-    250
+fn default_sampling_interval() -> Duration {
+    Duration::from_millis(250)
 }
 fn default_queue_size() -> u32 {
     10
@@ -183,26 +237,17 @@ fn default_queue_size() -> u32 {
 fn default_max_notifications_per_publish() -> u32 {
     5_000
 }
-fn default_poll_interval_ms() -> u64 {
-    1000
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
 }
-fn default_watchdog_timeout_ms() -> u64 {
-    30_000
+fn default_watchdog_timeout() -> Duration {
+    Duration::from_secs(30)
 }
-fn default_reconnect_min_ms() -> u64 {
-    1000
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(5)
 }
-fn default_reconnect_max_ms() -> u64 {
-    30_000
-}
-fn default_reconnect_jitter() -> f64 {
-    0.5
-}
-fn default_request_timeout_ms() -> u64 {
-    5_000
-}
-fn default_connect_timeout_ms() -> u64 {
-    8_000
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(8)
 }
 fn default_max_buffered_samples() -> usize {
     100_000
@@ -265,21 +310,6 @@ impl OpcUaConfig {
                 "type = \"username\" needs exactly one of password_env or password_file".into(),
             ));
         }
-        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
-            return Err(bad(
-                "reconnect_min_ms",
-                format!(
-                    "{} must be at least 1 and at most reconnect_max_ms ({})",
-                    self.reconnect_min_ms, self.reconnect_max_ms
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.reconnect_jitter) {
-            return Err(bad(
-                "reconnect_jitter",
-                format!("{} is not between 0 and 1", self.reconnect_jitter),
-            ));
-        }
         if self.max_notifications_per_publish > 100_000 {
             return Err(bad(
                 "max_notifications_per_publish",
@@ -289,8 +319,11 @@ impl OpcUaConfig {
                 ),
             ));
         }
-        if self.mode == ModeConfig::Polling && self.poll_interval_ms == 0 {
-            return Err(bad("poll_interval_ms", "must be at least 1".into()));
+        if self.mode == ModeConfig::Polling && self.poll_interval.is_zero() {
+            return Err(bad(
+                "poll_interval",
+                "is 0s (give a positive duration such as \"1s\")".into(),
+            ));
         }
         let mut tags = std::collections::HashSet::new();
         let mut refs = Vec::with_capacity(self.nodes.len());
@@ -356,20 +389,9 @@ impl OpcUaConfig {
         Ok(refs)
     }
 
-    /// The request timeout.
+    /// The request timeout (at least 1 ms).
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms.max(1))
-    }
-
-    /// The reconnect policy (the SDK's jittered exponential backoff).
-    pub fn reconnect_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_retries: u32::MAX,
-            base: Duration::from_millis(self.reconnect_min_ms),
-            max: Duration::from_millis(self.reconnect_max_ms),
-            jitter: self.reconnect_jitter,
-            ..RetryPolicy::default()
-        }
+        self.request_timeout.max(Duration::from_millis(1))
     }
 
     /// The password of a username user, read now.
@@ -432,6 +454,8 @@ pub fn normalize_fingerprint(f: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use millwright_plugin_sdk::manifest::Manifest;
+
     use super::*;
 
     fn parse(v: serde_json::Value) -> OpcUaConfig {
@@ -446,7 +470,8 @@ mod tests {
         }));
         assert_eq!(c.security, SecurityConfig::None);
         assert_eq!(c.mode, ModeConfig::Subscription);
-        assert_eq!(c.publishing_interval_ms, 1000);
+        assert_eq!(c.publishing_interval, Duration::from_secs(1));
+        assert_eq!(c.request_timeout(), Duration::from_secs(5));
         let refs = c.validate().unwrap();
         assert!(matches!(&refs[0], NodeRef::Id(id) if id.namespace == 2));
     }
@@ -493,28 +518,75 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_waits_are_jittered_so_many_connectors_do_not_reconnect_in_step() {
+    fn durations_are_humantime_strings() {
         let c = parse(serde_json::json!({
             "endpoint": "opc.tcp://x:1",
+            "mode": "polling",
+            "poll_interval": "250ms",
+            "watchdog_timeout": "0s",
+            "nodes": [{"tag": "t", "node_id": "i=1", "sampling_interval": "2s"}],
+        }));
+        assert_eq!(c.poll_interval, Duration::from_millis(250));
+        assert!(c.watchdog_timeout.is_zero());
+        assert_eq!(c.nodes[0].sampling_interval, Some(Duration::from_secs(2)));
+        let zero = parse(serde_json::json!({
+            "endpoint": "opc.tcp://x:1", "mode": "polling", "poll_interval": "0s",
             "nodes": [{"tag": "t", "node_id": "i=1"}],
         }));
-        let policy = c.reconnect_policy();
-        let first: Vec<Duration> = (0..50).map(|_| policy.delay(0)).collect();
-        assert!(
-            first
-                .iter()
-                .all(|d| *d >= Duration::from_millis(1000) && *d <= Duration::from_millis(1500))
+        let err = zero.validate().unwrap_err().to_string();
+        assert!(err.contains("poll_interval: is 0s"), "{err}");
+    }
+
+    #[test]
+    fn the_old_millisecond_keys_are_refused_naming_the_new_key() {
+        let schema = Manifest::of(&crate::OPCUA).config_schema;
+        let refused = |config| retired::check(&schema, &config).unwrap_err().to_string();
+        assert_eq!(
+            refused(serde_json::json!({
+                "endpoint": "opc.tcp://x:1", "poll_interval_ms": 1000, "nodes": [],
+            })),
+            "poll_interval_ms: renamed; write poll_interval = \"1s\" (a duration)"
         );
-        let mut distinct = first.clone();
-        distinct.sort();
-        distinct.dedup();
-        assert!(
-            distinct.len() > 40,
-            "first attempts after a shared loss are spread out"
+        assert_eq!(
+            refused(serde_json::json!({
+                "endpoint": "opc.tcp://x:1",
+                "nodes": [{"tag": "t", "node_id": "i=1", "sampling_interval_ms": 100}],
+            })),
+            "nodes[0].sampling_interval_ms: renamed; write sampling_interval = \"250ms\" (a duration)"
         );
         assert!(
-            policy.delay(20) <= Duration::from_millis(45_000),
-            "capped at reconnect_max_ms plus jitter"
+            refused(
+                serde_json::json!({"endpoint": "opc.tcp://x:1", "reconnect_min_ms": 1, "nodes": []})
+            )
+            .contains("[supervision] min_backoff")
+        );
+        for (key, _) in RETIRED_KEYS {
+            assert_eq!(
+                schema["properties"][key]["not"],
+                serde_json::json!({}),
+                "{key} is refused by any schema validator"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn opening_with_an_old_key_names_the_new_one() {
+        let err = millwright_plugin_sdk::harness::TestHost::open(
+            &crate::OPCUA,
+            "plc1",
+            serde_json::json!({
+                "endpoint": "opc.tcp://x:1",
+                "poll_interval_ms": 1000,
+                "nodes": [{"tag": "t", "node_id": "i=1"}],
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ConnectorError::Config(
+                "poll_interval_ms: renamed; write poll_interval = \"1s\" (a duration)".into()
+            )
         );
     }
 

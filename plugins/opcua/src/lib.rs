@@ -13,11 +13,12 @@
 //! - [`source`]: subscription/polling and the sample buffer;
 //! - [`responder`]: the call methods.
 //!
-//! The connector owns the reconnect (see [`session`]): after a loss it waits a jittered
-//! backoff (`reconnect_min_ms` doubling to `reconnect_max_ms`, plus up to `reconnect_jitter`)
-//! before each new session, so many connectors that lost one server do not reconnect in
-//! step. A data-freshness watchdog reconnects when no publish response (data or keep-alive)
-//! arrives for `watchdog_timeout_ms`.
+//! The connector builds every session itself (see [`session`]; async-opcua's own reconnect
+//! loop is off), and the node waits between attempts: a lost connection is reported once, as
+//! `NotConnected` naming the endpoint and the cause, and the node's connector actor calls
+//! `connect` again after its jittered backoff (`docs/plugin-authoring.md`, "Who waits"). A
+//! data-freshness watchdog drops the session when no publish response (data or keep-alive)
+//! arrives for `watchdog_timeout`.
 //!
 //! The OPC-UA session runs as tasks of the runtime the connector runs on: in process, the
 //! instance's runtime, whose worker serves the session's keep-alives and publish requests
@@ -29,7 +30,6 @@
 //! a new session starts from the servers' current values.
 
 pub mod config;
-pub mod docs;
 pub mod responder;
 pub mod session;
 pub mod source;
@@ -67,9 +67,10 @@ pub struct OpcUa {
     samples: Arc<Samples>,
     inflight: VecDeque<(u64, Vec<Envelope>)>,
     next_token: u64,
+    /// Connects that failed since the last session opened (for `reconnects_total`).
     failures: u32,
-    next_attempt: Option<Instant>,
     next_poll: Instant,
+    /// Why the last session ended or could not open, without the endpoint.
     last_error: Option<String>,
 }
 
@@ -90,7 +91,6 @@ impl Plugin for OpcUa {
             inflight: VecDeque::new(),
             next_token: 0,
             failures: 0,
-            next_attempt: None,
             next_poll: Instant::now(),
             last_error: None,
         })
@@ -117,8 +117,7 @@ impl OpcUa {
         let c = ctx.clone();
         let tags = self.tags(ctx);
         let samples = self.samples.clone();
-        let connect_timeout = Duration::from_millis(self.cfg.connect_timeout_ms.max(1));
-        let endpoint = self.cfg.endpoint.clone();
+        let connect_timeout = self.cfg.connect_timeout.max(Duration::from_millis(1));
         let (link, nodes) = task(async move {
             tokio::time::timeout(connect_timeout, async move {
                 let link = session::open(&cfg, &c).await?;
@@ -132,8 +131,8 @@ impl OpcUa {
             .await
             .unwrap_or_else(|_| {
                 Err(ConnectorError::NotConnected(format!(
-                    "{endpoint}: connect timed out after {} ms",
-                    connect_timeout.as_millis()
+                    "connecting took longer than connect_timeout ({})",
+                    humantime::format_duration(connect_timeout)
                 )))
             })
         })
@@ -144,39 +143,42 @@ impl OpcUa {
         Ok(())
     }
 
-    /// The connection is gone: drop it, schedule the next attempt after a jittered wait.
+    /// The connection is gone (or could not be made): drop it and say why, once. The node's
+    /// connector actor waits its backoff before calling `connect` again; nothing here waits.
     fn lost(&mut self, ctx: &Context, reason: &str) -> ConnectorError {
         self.link = None;
-        let wait = self.cfg.reconnect_policy().delay(self.failures);
         self.failures = self.failures.saturating_add(1);
-        self.next_attempt = Some(Instant::now() + wait);
         ctx.log(
             Level::Warn,
-            "OPC-UA connection lost; reconnecting",
-            &[
-                ("endpoint", &self.cfg.endpoint),
-                ("reason", &reason),
-                ("wait_ms", &wait.as_millis()),
-            ],
+            "OPC-UA connection lost",
+            &[("endpoint", &self.cfg.endpoint), ("reason", &reason)],
         );
-        let msg = format!(
-            "{}: {reason}; reconnecting in {} ms",
-            self.cfg.endpoint,
-            wait.as_millis()
-        );
-        self.last_error = Some(msg.clone());
-        ConnectorError::NotConnected(msg)
+        self.last_error = Some(reason.to_owned());
+        ConnectorError::NotConnected(format!("{}: {reason}", self.cfg.endpoint))
+    }
+
+    /// A connector error from a session or source step, with the endpoint named once.
+    fn at_endpoint(&self, e: ConnectorError) -> ConnectorError {
+        match e {
+            ConnectorError::NotConnected(m) => {
+                ConnectorError::NotConnected(format!("{}: {m}", self.cfg.endpoint))
+            }
+            ConnectorError::Transient(m) => {
+                ConnectorError::Transient(format!("{}: {m}", self.cfg.endpoint))
+            }
+            other => other,
+        }
     }
 
     fn session(&self) -> Result<Arc<opcua::client::Session>, ConnectorError> {
         match &self.link {
             Some(l) if l.down_reason().is_none() => Ok(l.session.clone()),
             _ => Err(ConnectorError::NotConnected(format!(
-                "{}: not connected{}",
+                "{}: no session{}",
                 self.cfg.endpoint,
                 self.last_error
                     .as_deref()
-                    .map(|e| format!(" ({e})"))
+                    .map(|e| format!(" (last failure: {e})"))
                     .unwrap_or_default()
             ))),
         }
@@ -185,12 +187,6 @@ impl OpcUa {
 
 impl Connector for OpcUa {
     async fn connect(&mut self, ctx: &Context) -> Result<(), ConnectorError> {
-        if let Some(at) = self.next_attempt {
-            let now = Instant::now();
-            if at > now {
-                return Err(ConnectorError::BackOff(at - now));
-            }
-        }
         if let Some(link) = self.link.take() {
             let _ = task(link.close()).await;
         }
@@ -203,7 +199,6 @@ impl Connector for OpcUa {
                     ctx.counter("reconnects_total", &[], 1);
                 }
                 self.failures = 0;
-                self.next_attempt = None;
                 self.last_error = None;
                 ctx.log(
                     Level::Info,
@@ -250,6 +245,7 @@ impl Connector for OpcUa {
             r
         })
         .await?
+        .map_err(|e| self.at_endpoint(e))
     }
 
     async fn health(&mut self, _ctx: &Context) -> Health {
@@ -322,22 +318,24 @@ impl Source for OpcUa {
         max: usize,
     ) -> Result<SourceBatch, ConnectorError> {
         let Some(link) = &self.link else {
-            return Err(ConnectorError::NotConnected(format!(
-                "{}: not connected",
-                self.cfg.endpoint
-            )));
+            return Err(self.session().err().unwrap_or_else(|| {
+                ConnectorError::NotConnected(format!("{}: no session", self.cfg.endpoint))
+            }));
         };
         if let Some(reason) = link.down_reason() {
             return Err(self.lost(ctx, &reason));
         }
         match self.cfg.mode {
             ModeConfig::Subscription => {
-                let watchdog = Duration::from_millis(self.cfg.watchdog_timeout_ms);
-                if self.cfg.watchdog_timeout_ms > 0 && self.samples.since_publish() > watchdog {
+                let watchdog = self.cfg.watchdog_timeout;
+                if !watchdog.is_zero() && self.samples.since_publish() > watchdog {
                     ctx.counter("watchdog_reconnects_total", &[], 1);
+                    let silent = self.samples.since_publish();
                     let reason = format!(
-                        "watchdog: no publish response (data or keep-alive) for {} ms",
-                        self.samples.since_publish().as_millis()
+                        "watchdog: no publish response (data or keep-alive) for {}",
+                        humantime::format_duration(Duration::from_millis(
+                            u64::try_from(silent.as_millis()).unwrap_or(u64::MAX)
+                        ))
                     );
                     return Err(self.lost(ctx, &reason));
                 }
@@ -366,7 +364,7 @@ impl Source for OpcUa {
                     }
                 }
                 if Instant::now() >= self.next_poll {
-                    let interval = Duration::from_millis(self.cfg.poll_interval_ms);
+                    let interval = self.cfg.poll_interval;
                     self.next_poll = (self.next_poll + interval).max(Instant::now());
                     let session = self.session()?;
                     let nodes = self.nodes.clone();
@@ -376,7 +374,10 @@ impl Source for OpcUa {
                         .await?
                     {
                         Ok(events) => self.samples.push(events),
-                        Err(e) => return Err(self.lost(ctx, &e.to_string())),
+                        Err(
+                            ConnectorError::NotConnected(cause) | ConnectorError::Transient(cause),
+                        ) => return Err(self.lost(ctx, &cause)),
+                        Err(e) => return Err(e),
                     }
                 }
             }

@@ -1,11 +1,13 @@
 //! One OPC-UA session: connect (endpoint selection, certificate trust, identity), the task that
 //! drives async-opcua's event loop, and how a lost connection is reported.
 //!
-//! The connector owns the reconnect. async-opcua's own session retry is switched off
-//! (`session_retry_limit(0)` and [`Session::disable_reconnects`]): when the transport closes,
-//! the event loop ends, the [`Link`] goes [`LinkState::Down`], and the next `read_batch`
-//! returns `NotConnected`; the connector then builds a new session after its own jittered
-//! backoff (see [`crate::OpcUa`]) and recreates the subscription and its monitored items.
+//! One wait between attempts, the node's. async-opcua's own session retry is switched off
+//! (`session_retry_limit(0)`: a failed connect is not tried again inside the library, so its
+//! retry backoff never runs; and [`Session::disable_reconnects`]: a closed transport ends the
+//! event loop instead of reconnecting in place). The [`Link`] then goes [`LinkState::Down`],
+//! the next `read_batch` returns `NotConnected` (without any timing), the node's connector
+//! actor waits its backoff and calls `connect`, and the connector builds a new session and
+//! recreates the subscription and its monitored items.
 //! A fresh session each time also sidesteps async-opcua 0.19's known bug where a session
 //! reconnected in place stops delivering publish responses while keep-alives look healthy
 //! ([`Session::trigger_publish_now`] is still called after every subscription is created).
@@ -187,8 +189,10 @@ pub fn check_trust(cfg: &OpcUaConfig, der: &[u8], ctx: &Context) -> Result<(), C
     }
 }
 
-fn not_connected(cfg: &OpcUaConfig, what: &str, e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::NotConnected(format!("{}: {what}: {e}", cfg.endpoint))
+/// `NotConnected` with the cause only: the connector names the endpoint once, where it
+/// reports the failure.
+fn not_connected(what: &str, e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::NotConnected(format!("{what}: {e}"))
 }
 
 /// Opens a session to the configured endpoint: GetEndpoints, pick the endpoint of the
@@ -233,8 +237,8 @@ pub async fn open(cfg: &OpcUaConfig, ctx: &Context) -> Result<Link, ConnectorErr
         client.get_server_endpoints_from_url(cfg.endpoint.clone()),
     )
     .await
-    .map_err(|_| not_connected(cfg, "GetEndpoints", "timed out"))?
-    .map_err(|e| not_connected(cfg, "GetEndpoints", e))?;
+    .map_err(|_| not_connected("GetEndpoints", "no answer within request_timeout"))?
+    .map_err(|e| not_connected("GetEndpoints failed", e))?;
 
     let (policy, mode) = match cfg.security {
         SecurityConfig::None => (SecurityPolicy::None, MessageSecurityMode::None),
@@ -285,7 +289,7 @@ pub async fn open(cfg: &OpcUaConfig, ctx: &Context) -> Result<Link, ConnectorErr
     };
     let (session, event_loop) = client
         .connect_to_endpoint_directly(endpoint, identity)
-        .map_err(|e| not_connected(cfg, "session", e))?;
+        .map_err(|e| not_connected("cannot create a session", e))?;
     session.disable_reconnects();
 
     let (state_tx, mut state) = watch::channel(LinkState::Connecting);
@@ -311,7 +315,10 @@ pub async fn open(cfg: &OpcUaConfig, ctx: &Context) -> Result<Link, ConnectorErr
                     break;
                 }
                 None => {
-                    state_tx.send_replace(LinkState::Down("session closed".to_owned()));
+                    // With reconnects disabled, a closed transport ends the stream.
+                    state_tx.send_replace(LinkState::Down(
+                        "connection closed by the server or the network".to_owned(),
+                    ));
                     break;
                 }
             }
@@ -328,8 +335,14 @@ pub async fn open(cfg: &OpcUaConfig, ctx: &Context) -> Result<Link, ConnectorErr
     )
     .await;
     match up {
-        Err(_) => Err(not_connected(cfg, "session", "timed out")),
-        Ok(Err(_)) => Err(not_connected(cfg, "session", "event loop ended")),
+        Err(_) => Err(not_connected(
+            "the session did not open",
+            "no answer within request_timeout",
+        )),
+        Ok(Err(_)) => Err(not_connected(
+            "the session did not open",
+            "its event loop ended",
+        )),
         Ok(Ok(s)) => match &*s {
             LinkState::Up => Ok(()),
             LinkState::Down(reason) => {
@@ -350,7 +363,7 @@ pub async fn open(cfg: &OpcUaConfig, ctx: &Context) -> Result<Link, ConnectorErr
                         cfg.pki_dir.display()
                     )))
                 } else {
-                    Err(not_connected(cfg, "session", reason))
+                    Err(not_connected("the session did not open", reason))
                 }
             }
             LinkState::Connecting => unreachable!("waited for another state"),

@@ -304,13 +304,13 @@ pub async fn subscribe(
     nodes: &[NodeId],
     feed: Feed,
 ) -> Result<u32, ConnectorError> {
-    let publishing = Duration::from_millis(cfg.publishing_interval_ms.max(1));
+    let publishing = cfg.publishing_interval.max(Duration::from_millis(1));
     // Keep-alives at least three times per watchdog period, so that a quiet subscription
     // (nodes that do not change, deadbands) never trips it.
-    let keep_alive_count = if cfg.watchdog_timeout_ms == 0 {
+    let keep_alive_count = if cfg.watchdog_timeout.is_zero() {
         10
     } else {
-        (cfg.watchdog_timeout_ms / 3 / cfg.publishing_interval_ms.max(1)).clamp(1, 100) as u32
+        (cfg.watchdog_timeout.as_millis() / 3 / publishing.as_millis()).clamp(1, 100) as u32
     };
     let lifetime_count = (keep_alive_count * 3).max(30);
     let id = session
@@ -333,8 +333,11 @@ pub async fn subscribe(
             let mut req: MonitoredItemCreateRequest = node.clone().into();
             req.monitoring_mode = MonitoringMode::Reporting;
             req.requested_parameters.client_handle = i as u32 + 1;
-            req.requested_parameters.sampling_interval =
-                nc.sampling_interval_ms.unwrap_or(cfg.sampling_interval_ms) as f64;
+            req.requested_parameters.sampling_interval = nc
+                .sampling_interval
+                .unwrap_or(cfg.sampling_interval)
+                .as_secs_f64()
+                * 1000.0;
             req.requested_parameters.queue_size = cfg.queue_size.max(1);
             req.requested_parameters.discard_oldest = true;
             req.requested_parameters.filter = ExtensionObject::from_message(data_change_filter(
@@ -392,8 +395,8 @@ pub async fn poll(
     let ids = value_reads(nodes);
     let values = tokio::time::timeout(timeout, session.read(&ids, TimestampsToReturn::Both, 0.0))
         .await
-        .map_err(|_| ConnectorError::NotConnected("Read timed out".into()))?
-        .map_err(|e| ConnectorError::NotConnected(format!("Read: {e}")))?;
+        .map_err(|_| ConnectorError::NotConnected("Read: no answer within request_timeout".into()))?
+        .map_err(|e| ConnectorError::NotConnected(format!("Read failed: {e}")))?;
     Ok(values
         .iter()
         .zip(tags.subjects.iter())

@@ -45,13 +45,10 @@ impl Rig {
             "endpoint": endpoint,
             "pki_dir": self.client_pki.path(),
             "nodes": nodes.iter().map(|(tag, id)| json!({"tag": tag, "node_id": id})).collect::<Vec<_>>(),
-            "publishing_interval_ms": 100,
-            "sampling_interval_ms": 50,
-            "watchdog_timeout_ms": 3000,
-            "reconnect_min_ms": 100,
-            "reconnect_max_ms": 1000,
-            "reconnect_jitter": 0.2,
-            "request_timeout_ms": 2000,
+            "publishing_interval": "100ms",
+            "sampling_interval": "50ms",
+            "watchdog_timeout": "3s",
+            "request_timeout": "2s",
         })
     }
 
@@ -84,7 +81,8 @@ impl Seen {
     }
 }
 
-/// Connects, retrying retryable errors (honouring back-offs) until `deadline`.
+/// Connects, retrying retryable errors after a short pause (standing in for the node's
+/// backoff, which owns the wait between attempts) until `deadline`.
 pub async fn connect(host: &mut TestHost<OpcUa>, within: Duration) -> Vec<ConnectorError> {
     let deadline = Instant::now() + within;
     let mut errors = Vec::new();
