@@ -6,7 +6,7 @@
 //! - [`Tree`]: a real [`Supervisor`] (on a [`StatusBoard::recording`] board unless the test
 //!   brings its own) with the handles a test needs; [`Tree::actor_under_test`] puts one actor
 //!   under it and returns its [`ActorRef`].
-//! - [`drain`]: *drain then observe*, a call that returns once the actor has handled every
+//! - [`drain`] (and [`try_drain`]): *drain then observe*, a call that returns once the actor has handled every
 //!   message sent to it before the call ([`Tree::children`] is the supervisor's).
 //! - [`run_paused`]: a current-thread runtime with paused time, for test bodies that are not
 //!   `#[tokio::test]`s (proptest cases): backoffs, timeouts and idle windows elapse at once.
@@ -210,6 +210,29 @@ where
         Ok(CallResult::Timeout) => panic!("{who} did not answer within {PATIENCE:?}"),
         Ok(CallResult::SenderError) => panic!("{who} stopped before answering"),
         Err(e) => panic!("{who} is gone: {e}"),
+    }
+}
+
+/// Like [`drain`], for an actor the test races with (one that a supervisor may stop or
+/// restart meanwhile): `None` when it is gone, stops before answering, or does not answer
+/// within [`PATIENCE`].
+///
+/// # Panics
+/// Never.
+///
+/// # Cancel safety
+/// Cancel safe: the request is sent either way; only the reply is lost.
+pub async fn try_drain<M, R>(
+    actor: &ActorRef<M>,
+    query: impl FnOnce(RpcReplyPort<R>) -> M,
+) -> Option<R>
+where
+    M: Message,
+    R: Send + 'static,
+{
+    match actor.call(query, Some(PATIENCE)).await {
+        Ok(CallResult::Success(reply)) => Some(reply),
+        _ => None,
     }
 }
 
