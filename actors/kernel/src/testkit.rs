@@ -326,9 +326,10 @@ impl Tree {
         }
     }
 
-    /// Puts the actor that `make` builds (once per incarnation) under a new supervisor as its
-    /// only child `under-test` (permanent, restarted at once), on a recording board, and
-    /// returns its first incarnation's [`ActorRef`].
+    /// Puts the actor that `make` builds (once per incarnation, given the tree's recording
+    /// board and the actor's stable id, for its [`Lifecycle`](crate::lifecycle::Lifecycle))
+    /// under a new supervisor as its only child `under-test` (permanent, restarted at once),
+    /// and returns its first incarnation's [`ActorRef`].
     ///
     /// # Panics
     /// When the actor fails to start.
@@ -338,22 +339,22 @@ impl Tree {
     pub async fn actor_under_test<A, F>(make: F) -> UnderTest<A::Msg>
     where
         A: Actor,
-        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+        F: Fn(&StatusBoard, &str) -> (A, A::Arguments) + Send + Sync + 'static,
     {
         const CHILD: &str = "under-test";
-        let spec = no_backoff(Strategy::OneForOne).child(ChildSpec::actor(CHILD, make));
-        let tree = Self::spawn("under-test", spec).await;
+        let board = StatusBoard::recording();
+        let name = unique_name(CHILD);
+        let id = format!("{name}/{CHILD}");
+        let (make_board, make_id) = (board.clone(), id.clone());
+        let child = ChildSpec::actor(CHILD, move || make(&make_board, &make_id));
+        let tree = Self::spawn_on(board, name, no_backoff(Strategy::OneForOne).child(child)).await;
         let actor = tree
             .child(CHILD)
             .await
             .actor
             .expect("the child runs")
             .into();
-        UnderTest {
-            id: tree.id(CHILD),
-            actor,
-            tree,
-        }
+        UnderTest { id, actor, tree }
     }
 
     /// The board id (and registry name) of the descendant at `path` (`"inner/w"`).
@@ -664,11 +665,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn actor_under_test_hands_out_the_first_incarnation() {
         let under =
-            Tree::actor_under_test(|| (Counter, (StatusBoard::new(), unique_name("c")))).await;
+            Tree::actor_under_test(|board, id| (Counter, (board.clone(), id.to_owned()))).await;
         under.actor.send_message(CounterMsg::Add).unwrap();
         assert_eq!(drain(&under.actor, CounterMsg::Count).await, 1);
         assert_eq!(under.id, under.tree.id("under-test"));
         assert!(ractor::registry::where_is(under.id.clone()).is_some());
+        // It wrote its state to the tree's recording board.
+        let history = under.tree.board.history(&under.id).unwrap();
+        assert_eq!(history.last(), Some(&State::Idle), "{history:?}");
         under.tree.shutdown().await;
     }
 }
