@@ -5,9 +5,11 @@
 //! - [`wait_state`]: poll the [`StatusBoard`] until a component shows a state.
 //! - [`Tree`]: a real [`Supervisor`] (on a [`StatusBoard::recording`] board unless the test
 //!   brings its own) with the handles a test needs; [`Tree::actor_under_test`] puts one actor
-//!   under it and returns its [`ActorRef`].
-//! - [`drain`] (and [`try_drain`]): *drain then observe*, a call that returns once the actor has handled every
-//!   message sent to it before the call ([`Tree::children`] is the supervisor's).
+//!   under it and returns its [`ActorRef`]. [`children_of`], [`child_of`], [`wait_child`] and
+//!   [`wait_restarted`] do the same for any supervisor of a tree (a nested one).
+//! - [`drain`] (and [`try_drain`]): *drain then observe*, a call that returns once the actor
+//!   has handled every message sent to it before the call ([`Tree::children`] is the
+//!   supervisor's).
 //! - [`run_paused`]: a current-thread runtime with paused time, for test bodies that are not
 //!   `#[tokio::test]`s (proptest cases): backoffs, timeouts and idle windows elapse at once.
 //!
@@ -18,7 +20,8 @@
 //! messages proves that the actor handled all of them (and every child exit it was told of
 //! before the request): observe after it, never after a sleep. Any request-reply message an
 //! actor already has serves as the drain point (the supervisor's `Children`, the broker's
-//! `Stats`); an actor that has none adds a cheap query of its own state. A test that waits for
+//! `Stats`, the connector's `Ping`); an actor that has none adds a cheap query of its own
+//! state. A test that waits for
 //! something that happens *later* (a restart after its backoff, data from outside) polls with
 //! [`wait_until`] instead.
 //!
