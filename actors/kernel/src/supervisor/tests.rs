@@ -136,14 +136,6 @@ fn worker(id: &str, probe: &Probe) -> ChildSpec {
     ChildSpec::actor(id, move || (Worker { id: name.clone() }, probe.clone()))
 }
 
-async fn kids(sup: &ActorRef<SupervisorMsg>) -> Vec<ChildInfo> {
-    children_of(sup).await
-}
-
-async fn kid(sup: &ActorRef<SupervisorMsg>, id: &str) -> ChildInfo {
-    child_of(sup, id).await
-}
-
 fn actor_id(info: &ChildInfo) -> ActorId {
     info.actor.as_ref().expect("child is running").get_id()
 }
@@ -211,7 +203,7 @@ async fn permanent_child_is_restarted_under_the_same_name_and_counted() {
     )
     .await;
     let child_name = format!("{name}/a");
-    let before = kid(&sup, "a").await;
+    let before = child_of(&sup, "a").await;
     assert_eq!(before.name, child_name);
     let old = actor_id(&before);
     assert_eq!(
@@ -250,7 +242,7 @@ async fn transient_child_normal_exit_is_not_restarted() {
         no_backoff(Strategy::OneForOne).child(worker("a", &probe).restart(RestartType::Transient));
     let (sup, tree, board) = spawn_sup(&name, spec).await;
 
-    send(&kid(&sup, "a").await, WorkerMsg::Exit);
+    send(&child_of(&sup, "a").await, WorkerMsg::Exit);
     let info = wait_child(&sup, "a", "exited", |c| c.last_exit.is_some()).await;
     assert!(!info.running);
     assert!(!info.restart_pending);
@@ -282,7 +274,7 @@ async fn transient_child_is_restarted_after_a_failure_and_after_a_kill() {
         no_backoff(Strategy::OneForOne).child(worker("a", &probe).restart(RestartType::Transient));
     let (sup, tree, _board) = spawn_sup(&name, spec).await;
 
-    let first = kid(&sup, "a").await;
+    let first = child_of(&sup, "a").await;
     send(&first, WorkerMsg::Fail);
     let second = wait_restarted(&sup, "a", actor_id(&first)).await;
     assert_eq!(second.restarts, 1);
@@ -308,11 +300,11 @@ async fn temporary_child_is_never_restarted() {
         .child(worker("b", &probe.sibling()));
     let (sup, tree, _board) = spawn_sup(&name, spec).await;
 
-    send(&kid(&sup, "a").await, WorkerMsg::Panic);
+    send(&child_of(&sup, "a").await, WorkerMsg::Panic);
     let info = wait_child(&sup, "a", "exited", |c| c.last_exit.is_some()).await;
     assert!(!info.running && !info.restart_pending);
     assert_eq!(info.restarts, 0);
-    assert!(kid(&sup, "b").await.running);
+    assert!(child_of(&sup, "b").await.running);
 
     tree.shutdown().await;
 }
@@ -326,7 +318,7 @@ async fn one_for_all_restarts_every_child_in_order() {
         .child(worker("b", &probe.sibling()))
         .child(worker("c", &probe.sibling()));
     let (sup, tree, _board) = spawn_sup(&name, spec).await;
-    let before = kids(&sup).await;
+    let before = children_of(&sup).await;
     probe.clear_log();
 
     send(&before[1], WorkerMsg::Panic);
@@ -340,7 +332,7 @@ async fn one_for_all_restarts_every_child_in_order() {
     );
     // The stopped siblings' own exit events arrive after their restart: stale, ignored, so
     // each child was restarted exactly once.
-    let after = kids(&sup).await;
+    let after = children_of(&sup).await;
     assert_eq!(
         after.iter().map(|c| c.restarts).collect::<Vec<_>>(),
         vec![1, 1, 1]
@@ -359,14 +351,14 @@ async fn rest_for_one_restarts_only_later_siblings() {
         .child(worker("b", &probe.sibling()))
         .child(worker("c", &probe.sibling()));
     let (sup, tree, _board) = spawn_sup(&name, spec).await;
-    let before = kids(&sup).await;
+    let before = children_of(&sup).await;
     probe.clear_log();
 
     send(&before[1], WorkerMsg::Panic);
     wait_restarted(&sup, "b", actor_id(&before[1])).await;
     wait_restarted(&sup, "c", actor_id(&before[2])).await;
     assert_eq!(probe.log(), vec!["stop:c", "start:b", "start:c"]);
-    let after = kids(&sup).await;
+    let after = children_of(&sup).await;
     assert_eq!(actor_id(&after[0]), actor_id(&before[0]), "a kept running");
     assert_eq!(
         after.iter().map(|c| c.restarts).collect::<Vec<_>>(),
@@ -435,7 +427,7 @@ async fn child_ignoring_stop_is_killed_after_its_shutdown_timeout() {
         .child(worker("a", &probe))
         .child(worker("stubborn", &stubborn).shutdown(Shutdown::Timeout(Duration::from_secs(2))));
     let (sup, tree, _board) = spawn_sup(&name, spec).await;
-    let cell = kid(&sup, "stubborn").await.actor.unwrap();
+    let cell = child_of(&sup, "stubborn").await.actor.unwrap();
     probe.clear_log();
 
     let t0 = Instant::now();
@@ -464,7 +456,7 @@ async fn brutal_kill_skips_post_stop() {
     let spec =
         no_backoff(Strategy::OneForOne).child(worker("a", &probe).shutdown(Shutdown::BrutalKill));
     let (sup, tree, _board) = spawn_sup(&name, spec).await;
-    let cell = kid(&sup, "a").await.actor.unwrap();
+    let cell = child_of(&sup, "a").await.actor.unwrap();
     probe.clear_log();
     shut(&sup).await;
     assert_eq!(cell.get_status(), ActorStatus::Stopped);
@@ -484,7 +476,7 @@ async fn crash_loop_exceeds_intensity_and_escalates() {
     let (sup, tree, board) = spawn_sup(&name, spec).await;
     let t0 = Instant::now();
     looping.crash_after_start.store(true, Ordering::SeqCst);
-    send(&kid(&sup, "looping").await, WorkerMsg::Panic);
+    send(&child_of(&sup, "looping").await, WorkerMsg::Panic);
 
     tree.join().await;
     // Three restarts were tolerated (100 + 200 + 400 ms of backoff), the fourth escalated.
@@ -518,7 +510,7 @@ async fn a_failed_restart_counts_as_a_restart() {
 
     // Every restart fails in pre_start: crash (1), failed start (2), failed start (3) > 2.
     probe.fail_starts.store(u32::MAX, Ordering::SeqCst);
-    send(&kid(&sup, "a").await, WorkerMsg::Panic);
+    send(&child_of(&sup, "a").await, WorkerMsg::Panic);
     tree.join().await;
     assert_eq!(board.get(&format!("{name}/a")).unwrap().restarts, 2);
     let status = board.get(&name).unwrap();
@@ -540,7 +532,7 @@ async fn a_failed_restart_is_retried() {
         no_backoff(Strategy::OneForOne).child(worker("a", &probe)),
     )
     .await;
-    let first = kid(&sup, "a").await;
+    let first = child_of(&sup, "a").await;
     probe.fail_starts.store(1, Ordering::SeqCst);
     send(&first, WorkerMsg::Panic);
     let info = wait_restarted(&sup, "a", actor_id(&first)).await;
@@ -560,11 +552,11 @@ async fn intensity_window_slides() {
 
     for round in 0..3 {
         for _ in 0..2 {
-            let current = kid(&sup, "a").await;
+            let current = child_of(&sup, "a").await;
             send(&current, WorkerMsg::Panic);
             wait_restarted(&sup, "a", actor_id(&current)).await;
         }
-        assert_eq!(kid(&sup, "a").await.restarts, 2 * (round + 1));
+        assert_eq!(child_of(&sup, "a").await.restarts, 2 * (round + 1));
         // The two restarts leave the window; without that the next crash would escalate.
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
@@ -590,23 +582,23 @@ async fn backoff_delays_restarts_without_blocking_the_mailbox_and_resets() {
     // Crash right after each restart: 1 s, 2 s, 4 s, 4 s (capped); then after a stable
     // period of 10 s the next delay is 1 s again.
     for expected in [1, 2, 4, 4, 1] {
-        if expected == 1 && kid(&sup, "a").await.restarts > 0 {
+        if expected == 1 && child_of(&sup, "a").await.restarts > 0 {
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
-        let current = kid(&sup, "a").await;
+        let current = child_of(&sup, "a").await;
         send(&current, WorkerMsg::Panic);
         let t0 = Instant::now();
         let delay = Duration::from_secs(expected);
         tokio::time::sleep_until(t0 + delay - Duration::from_millis(1)).await;
         // The supervisor answers while it waits, and reports the pending restart.
-        let waiting = kid(&sup, "a").await;
+        let waiting = child_of(&sup, "a").await;
         assert!(!waiting.running && waiting.restart_pending, "{waiting:?}");
         assert!(matches!(
             board.get(&name).map(|s| s.state),
             Some(State::Degraded { .. })
         ));
         tokio::time::sleep_until(t0 + delay + Duration::from_millis(1)).await;
-        let restarted = kid(&sup, "a").await;
+        let restarted = child_of(&sup, "a").await;
         assert!(
             restarted.running,
             "not restarted {expected} s after the crash: {restarted:?}"
@@ -629,7 +621,7 @@ async fn jittered_delay_stays_within_its_bounds() {
         })
         .child(worker("a", &probe));
     let (sup, tree, _board) = spawn_sup(&name, spec).await;
-    let current = kid(&sup, "a").await;
+    let current = child_of(&sup, "a").await;
     send(&current, WorkerMsg::Panic);
     let t0 = Instant::now();
     let info = wait_restarted(&sup, "a", actor_id(&current)).await;
@@ -653,11 +645,11 @@ async fn nested_escalation_reaches_the_parent() {
         .child(worker("sibling", &probe.sibling()))
         .child(ChildSpec::supervisor("inner", inner));
     let (sup, tree, board) = spawn_sup(&name, spec).await;
-    let inner_before = kid(&sup, "inner").await;
+    let inner_before = child_of(&sup, "inner").await;
     let inner_ref: ActorRef<SupervisorMsg> = inner_before.actor.clone().unwrap().into();
 
     // Two crashes exceed the inner supervisor's intensity (1).
-    let w = kid(&inner_ref, "w").await;
+    let w = child_of(&inner_ref, "w").await;
     send(&w, WorkerMsg::Panic);
     let w = wait_restarted(&inner_ref, "w", actor_id(&w)).await;
     send(&w, WorkerMsg::Panic);
@@ -671,12 +663,12 @@ async fn nested_escalation_reaches_the_parent() {
     assert_eq!(board.get(&format!("{name}/inner")).unwrap().restarts, 1);
     // The new inner supervisor started a fresh worker under the same name.
     let inner_ref: ActorRef<SupervisorMsg> = inner_after.actor.clone().unwrap().into();
-    let w_new = kid(&inner_ref, "w").await;
+    let w_new = child_of(&inner_ref, "w").await;
     assert_eq!(w_new.restarts, 0);
     let found = ractor::registry::where_is(format!("{name}/inner/w")).unwrap();
     assert_eq!(found.get_id(), actor_id(&w_new));
     // The parent's other child was untouched.
-    assert_eq!(kid(&sup, "sibling").await.restarts, 0);
+    assert_eq!(child_of(&sup, "sibling").await.restarts, 0);
 
     tree.shutdown().await;
 }
@@ -695,7 +687,7 @@ async fn children_can_be_added_and_removed_at_run_time() {
         .await
         .unwrap();
     assert_eq!(
-        kids(&sup)
+        children_of(&sup)
             .await
             .iter()
             .map(|c| c.id.as_str())
@@ -718,7 +710,7 @@ async fn children_can_be_added_and_removed_at_run_time() {
         Err(SupervisorError::StartFailed { .. })
     ));
     assert_eq!(
-        kids(&sup).await.len(),
+        children_of(&sup).await.len(),
         2,
         "a child that failed to start is not kept"
     );
@@ -726,7 +718,7 @@ async fn children_can_be_added_and_removed_at_run_time() {
     probe.clear_log();
     stop_child(&sup, "b").await.unwrap();
     assert_eq!(probe.log(), vec!["stop:b"]);
-    assert_eq!(kids(&sup).await.len(), 1);
+    assert_eq!(children_of(&sup).await.len(), 1);
     assert!(matches!(
         stop_child(&sup, "b").await,
         Err(SupervisorError::UnknownChild { .. })
@@ -792,7 +784,7 @@ async fn exits_of_unknown_actors_are_ignored() {
     .unwrap();
     stranger.send_message(WorkerMsg::Panic).unwrap();
     stranger_handle.await.unwrap();
-    let info = kid(&sup, "a").await;
+    let info = child_of(&sup, "a").await;
     assert!(info.running);
     assert_eq!(info.restarts, 0);
     assert!(!tree.is_finished());
@@ -905,7 +897,7 @@ mod model {
             .collect();
         for (k, exit) in ops {
             let k = k % types.len();
-            let before = kids(&sup).await;
+            let before = children_of(&sup).await;
             let Some(cell) = before[k].actor.clone() else {
                 continue;
             };
@@ -921,7 +913,7 @@ mod model {
                 .expect("child exits")
                 .unwrap();
             model_exit(strategy, &mut model, k, exit);
-            let after = kids(&sup).await;
+            let after = children_of(&sup).await;
             for (j, (info, m)) in after.iter().zip(&model).enumerate() {
                 prop_assert_eq!(
                     info.running,
