@@ -21,10 +21,9 @@ use super::*;
 use millwright_broker::BrokerOptions;
 use millwright_bus::Bus;
 use millwright_kernel::supervisor::{
-    ChildSpec, RestartIntensity, Strategy, Supervisor, SupervisorSpec, child_name,
+    ChildSpec, RestartIntensity, Strategy, SupervisorSpec, child_name,
 };
-
-const WAIT: Duration = Duration::from_secs(20);
+use millwright_kernel::testkit::{PATIENCE as WAIT, Tree, wait_state, wait_until};
 
 struct Rig {
     bus: Bus,
@@ -73,26 +72,10 @@ fn spec(instance: &str, plugin: &str, config: serde_json::Value) -> Arc<Connecto
     })
 }
 
-async fn wait_state(board: &StatusBoard, id: &str, want: &str) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    loop {
-        let name = board.get(id).map(|c| c.state.name()).unwrap_or_default();
-        if seen.last() != Some(&name) {
-            seen.push(name.clone());
-        }
-        if name == want {
-            return board
-                .get(id)
-                .and_then(|c| c.state.reason().map(str::to_owned))
-                .unwrap_or_default();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never reached {want}; states seen: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// The degradation reason `id` shows once it reaches the state named `want`.
+async fn reason_at(board: &StatusBoard, id: &str, want: &str) -> String {
+    let status = wait_state(board, id, want).await;
+    status.state.reason().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +191,7 @@ async fn a_failing_connect_backs_off_degraded_then_recovers_without_a_crash() {
         }),
     };
     let (actor, _) = Actor::spawn(None, ConnectorActor, args).await.unwrap();
-    let reason = wait_state(&rig.board, "n/connectors/f1", "degraded_connection").await;
+    let reason = reason_at(&rig.board, "n/connectors/f1", "degraded_connection").await;
     assert!(reason.contains("connection refused"), "{reason}");
     assert!(
         reason.contains("retrying in"),
@@ -331,9 +314,7 @@ async fn a_panic_in_read_batch_restarts_the_instance_and_no_event_is_lost() {
                 Ok(a.get_cell())
             })
         }));
-    let (_sup, _) = Supervisor::spawn("n".into(), sup_spec, rig.board.clone())
-        .await
-        .unwrap();
+    let _tree = Tree::spawn_on(rig.board.clone(), "n", sup_spec).await;
     let mut counts: HashMap<u64, u32> = HashMap::new();
     while counts.len() < 500 {
         let msg = tokio::time::timeout(WAIT, sub.next())
@@ -375,12 +356,12 @@ async fn a_connect_that_always_fails_stays_degraded_and_backs_off_without_crashi
     let (actor, _) = Actor::spawn(None, ConnectorActor, args).await.unwrap();
     wait_state(&rig.board, "n/connectors/f2", "degraded_connection").await;
     // Keep watching while it retries: many attempts, never a crash, always degraded.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while FLAKY.lock().get("f2").copied().unwrap_or(0) < 8 {
-        assert!(tokio::time::Instant::now() < deadline, "it keeps retrying");
+    wait_until(WAIT, || async {
         assert_eq!(actor.get_status(), ractor::ActorStatus::Running, "no crash");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        FLAKY.lock().get("f2").copied().unwrap_or(0) >= 8
+    })
+    .await
+    .expect("it keeps retrying");
     let status = rig.board.get("n/connectors/f2").unwrap();
     assert_eq!(status.state.name(), "degraded_connection");
     assert_eq!(status.restarts, 0, "backing off is not restarting");
