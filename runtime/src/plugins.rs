@@ -444,6 +444,23 @@ fn validate(name: &str, c: &ConnectorConfig, manifest: &Manifest) -> Vec<Prepare
                 None => schema_note.clone(),
             },
         };
+    // A key the plugin retired is named with what to write instead, before the schema's
+    // generic "not allowed" could be.
+    if let Err(r) = millwright_plugin_sdk::retired::check(&manifest.config_schema, &c.config) {
+        let at = r
+            .path
+            .replace('[', ".")
+            .replace(']', "")
+            .split('.')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let (problem, fix) = match r.message.split_once("; ") {
+            Some((problem, fix)) => (problem.to_owned(), Some(fix.to_owned())),
+            None => (r.message.clone(), None),
+        };
+        return vec![error(at, problem, fix)];
+    }
     let validator = match jsonschema::validator_for(&manifest.config_schema) {
         Ok(v) => v,
         Err(e) => {

@@ -550,7 +550,11 @@ impl ConnectorState {
             ConnectorError::NotConnected(_) | ConnectorError::Transient(_) => {
                 self.attempts += 1;
                 let wait = self.args.spec.backoff.delay(self.attempts);
-                let reason = format!("{error}; retrying in {wait:?} (attempt {})", self.attempts);
+                let reason = format!(
+                    "{error}; retrying in {} (attempt {})",
+                    millwright_kernel::supervisor::human(wait),
+                    self.attempts
+                );
                 tracing::warn!(component = %id, error = %error, attempt = self.attempts, ?wait, "connector failed; backing off");
                 self.lifecycle.record_error(&error);
                 let _ = self.lifecycle.apply(Event::Degrade {
