@@ -165,6 +165,8 @@ pub struct ConnectorState {
     source_done: bool,
     /// Intake stopped (the node is shutting down): no more reads.
     paused: bool,
+    /// Events this incarnation read and the broker acknowledged.
+    published_events: u64,
 }
 
 impl std::fmt::Debug for ConnectorState {
@@ -208,6 +210,7 @@ impl Actor for ConnectorActor {
             step_scheduled: true,
             source_done: false,
             paused: false,
+            published_events: 0,
         })
     }
 
@@ -267,7 +270,11 @@ impl Actor for ConnectorActor {
                 // The mailbox runs one message at a time: no read is in progress here.
                 if !state.paused {
                     state.paused = true;
-                    tracing::info!(component = %state.args.component_id, "source paused: no more reads");
+                    tracing::info!(
+                        component = %state.args.component_id,
+                        published = state.published_events,
+                        "source paused: no more reads"
+                    );
                 }
                 let _ = reply.send(());
                 Ok(())
@@ -525,6 +532,7 @@ impl ConnectorState {
             return Ok(Next::After(self.args.spec.poll_interval));
         }
         let n = batch.events.len();
+        tracing::debug!(component = %self.args.component_id, events = n, "source read");
         match self.args.broker.publish_batch(batch.events.clone()).await {
             Ok(_) => {}
             Err(e) => {
@@ -534,6 +542,7 @@ impl ConnectorState {
             }
         }
         self.lifecycle.record_data();
+        self.published_events += n as u64;
         metrics::counter!("mw_connector_events_total", "component" => self.args.component_id.clone())
             .increment(n as u64);
         // Acknowledged with the next read (one crossing per batch), or at stop.
