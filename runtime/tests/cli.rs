@@ -37,7 +37,7 @@ fn check_accepts_the_demo_config() {
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.ends_with("demo.toml: ok (node demo, 6 connectors, 0 sims, embedded bus)\n"),
+        stdout.ends_with("demo.toml: ok (node demo, 6 connectors, embedded bus)\n"),
         "{stdout}"
     );
 }
@@ -48,14 +48,14 @@ fn check_reports_an_unknown_key_with_file_key_line_and_hint() {
     let path = write(
         dir.path(),
         "plant.toml",
-        "[node]\nname = \"n\"\n\n[sims.press1]\nintervall = \"1s\"\n",
+        "[node]\nname = \"n\"\n\n[connectors.press1]\nplugin = \"sim\"\nmax_bach = 50\n",
     );
     let out = millwright(&["check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
         format!(
-            "error: {}: sims.press1.intervall: unknown key `intervall` at line 5 (did you mean `interval`?)\n",
+            "error: {}: connectors.press1.max_bach: unknown key `max_bach` at line 6 (did you mean `max_batch`?)\n",
             path.display()
         )
     );
@@ -237,14 +237,14 @@ fn check_reports_a_wrong_type() {
     let path = write(
         dir.path(),
         "plant.toml",
-        "[node]\nname = \"n\"\n[sims.press1]\ninterval = \"5 parsecs\"\n",
+        "[node]\nname = \"n\"\n[connectors.press1]\nplugin = \"sim\"\npoll_interval = \"5 parsecs\"\n",
     );
     let out = millwright(&["check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
         format!(
-            "error: {}: sims.press1.interval: invalid value \"5 parsecs\" at line 4 (expected a duration such as \"500ms\" or \"5s\")\n",
+            "error: {}: connectors.press1.poll_interval: invalid value \"5 parsecs\" at line 5 (expected a duration such as \"500ms\" or \"5s\")\n",
             path.display()
         )
     );
@@ -258,6 +258,29 @@ fn check_reports_a_wrong_type() {
         ),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn check_refuses_a_retired_sims_section_and_says_how_to_write_it_as_a_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "plant.toml",
+        "[node]\nname = \"n\"\n\n[sims.press1]\ninterval = \"1s\"\n",
+    );
+    let out = millwright(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: {}: sims.press1: ", path.display())),
+        "names the file and the key: {err}"
+    );
+    assert!(err.contains("at line 4"), "names the line: {err}");
+    assert!(
+        err.contains("[connectors.press1] with plugin = \"sim\"")
+            && err.contains("[connectors.press1.config]"),
+        "says how to write it: {err}"
     );
 }
 

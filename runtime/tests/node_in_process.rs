@@ -1,5 +1,7 @@
-//! A whole node booted in-process ([`Node::start`]) on the embedded bus: events, state
-//! changes and control over the bus, and the shutdown report.
+//! A whole node booted in-process ([`Node::start`]) on the embedded bus, with two `sim`
+//! plugin connectors: events, state changes and calls over the bus, and the shutdown report.
+
+mod support;
 
 use std::time::Duration;
 
@@ -8,11 +10,10 @@ use millwright_bus::{Headers, Subscription};
 use millwright_plugin_sdk::event::Envelope;
 use millwright_runtime::Node;
 use millwright_runtime::config::Config;
-use millwright_runtime::control::ControlReply;
 use millwright_runtime::phase::Phase;
 use millwright_runtime::shutdown::StopCause;
 use millwright_tests::{next_within, wait_until};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -27,14 +28,10 @@ shutdown_grace = "5s"
 listen = "127.0.0.1:0"
 [metrics]
 listen = "127.0.0.1:0"
-[sims.m1]
-interval = "50ms"
-tags = ["temperature"]
-[sims.m2]
-interval = "50ms"
-tags = ["speed"]
-"#,
-        dir = dir.display()
+{m1}{m2}"#,
+        dir = dir.display(),
+        m1 = support::sim("m1", "", "interval = \"50ms\"\ntags = [\"temperature\"]"),
+        m2 = support::sim("m2", "", "interval = \"50ms\"\ntags = [\"speed\"]"),
     );
     let config = Config::parse("inline.toml", &text).unwrap();
     let node = Node::start(config).await.unwrap();
@@ -47,17 +44,19 @@ async fn next_json(sub: &mut Subscription) -> Value {
     serde_json::from_slice(&msg.payload).unwrap()
 }
 
-async fn control(node: &Node, body: &str) -> ControlReply {
+/// Calls `method` of connector `instance` over the bus (`mw.rpc.<instance>.<method>`); the
+/// reply body (`{"ok": ...}` or `{"error": {"kind", "message"}}`).
+async fn call(node: &Node, instance: &str, method: &str, body: Value) -> Value {
     let reply = node
         .bus()
         .request(
-            &format!("mw.ctl.{}.sim", node.name()),
+            &format!("mw.rpc.{instance}.{method}"),
             Headers::new(),
-            Bytes::from(body.to_owned()),
+            Bytes::from(body.to_string()),
             WAIT,
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{instance}.{method}: {e}"));
     serde_json::from_slice(&reply.payload).unwrap()
 }
 
@@ -79,56 +78,77 @@ async fn sims_publish_envelopes_on_their_event_subjects() {
 }
 
 #[tokio::test]
-async fn state_changes_are_published_and_control_works_over_the_bus() {
+async fn state_changes_are_published_and_calls_work_over_the_bus() {
     let dir = tempfile::tempdir().unwrap();
     let node = boot("bs", dir.path()).await;
     wait_until(WAIT, || async {
         node.board()
-            .get("bs/sims/m1")
+            .get("bs/connectors/m1")
             .is_some_and(|c| c.state.base_name() == "active")
     })
     .await
     .unwrap();
     let mut states = node
         .bus()
-        .subscribe("mw.state.bs.bs%2Fsims%2Fm1")
+        .subscribe("mw.state.bs.bs%2Fconnectors%2Fm1")
         .await
         .unwrap();
 
-    let reply = control(&node, r#"{"machine":"m1","command":"degrade"}"#).await;
-    assert_eq!(
-        reply,
-        ControlReply {
-            ok: true,
-            error: None,
-            reply: None,
-        }
+    let reply = call(&node, "m1", "degrade", json!({"for": "2s"})).await;
+    assert_eq!(reply["ok"]["instance"], "m1", "{reply}");
+    assert!(
+        reply["ok"]["connection_lost"]
+            .as_str()
+            .is_some_and(|r| r.contains("asked for by a call")),
+        "{reply}"
     );
     let change = next_json(&mut states).await;
     assert_eq!(change["node"], "bs");
-    assert_eq!(change["id"], "bs/sims/m1");
-    assert_eq!(change["kind"], "sim");
+    assert_eq!(change["id"], "bs/connectors/m1");
+    assert_eq!(change["kind"], "connector");
     assert_eq!(change["state"], "degraded");
-    assert_eq!(change["reason"], "simulated degradation: commanded");
+    assert!(
+        change["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not connected: simulated connection loss (asked for by a call)"),
+        "{change}"
+    );
     assert_eq!(change["previous"], "active");
 
-    let reply = control(&node, r#"{"machine":"m1","command":"recover"}"#).await;
-    assert!(reply.ok);
-    let change = next_json(&mut states).await;
-    assert_eq!(change["state"], "idle");
-    assert_eq!(change["previous"], "degraded");
+    // While the connection is lost the instance takes no calls; after 2 s it reconnects.
+    let reply = call(&node, "m1", "recover", Value::Null).await;
+    assert_eq!(reply["error"]["kind"], "not_connected", "{reply}");
+    // Each failed reconnect attempt is a change too (its reason counts the attempts).
+    let change = loop {
+        let change = next_json(&mut states).await;
+        if change["state"] != "degraded" {
+            break change;
+        }
+    };
+    assert_eq!(change["state"], "idle", "{change}");
+    assert_eq!(change["previous"], "degraded_connection");
 
-    let reply = control(&node, r#"{"machine":"m9","command":"fail"}"#).await;
-    assert!(!reply.ok);
+    // No responder for an unknown connector: the bus says so.
+    let unknown = node
+        .bus()
+        .request(
+            "mw.rpc.m9.fail",
+            Headers::new(),
+            Bytes::new(),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(unknown.is_err(), "nobody answers for m9: {unknown:?}");
+    let reply = call(&node, "m1", "explode", Value::Null).await;
+    assert_eq!(reply["error"]["kind"], "config", "{reply}");
     assert!(
-        reply
-            .error
+        reply["error"]["message"]
+            .as_str()
             .unwrap()
-            .contains("unknown machine \"m9\" (configured: m1, m2)")
+            .contains("unknown method \"explode\""),
+        "{reply}"
     );
-    let reply = control(&node, r#"{"machine":"m1","command":"explode"}"#).await;
-    assert!(!reply.ok);
-    assert!(reply.error.unwrap().starts_with("invalid request"));
     node.shutdown(StopCause::Requested).await;
 }
 
@@ -138,28 +158,36 @@ async fn a_failed_sim_restarts_with_the_same_identity() {
     let node = boot("id", dir.path()).await;
     let mut events = node.bus().subscribe("mw.ev.m2.speed").await.unwrap();
     assert!(next_within(&mut events, WAIT).await.is_some());
-    assert!(
-        control(&node, r#"{"machine":"m2","command":"fail"}"#)
-            .await
-            .ok
-    );
+    let reply = call(&node, "m2", "fail", Value::Null).await;
+    assert_eq!(reply["ok"]["fail_pending"], true, "{reply}");
     wait_until(WAIT, || async {
         node.board()
-            .get("id/sims/m2")
+            .get("id/connectors/m2")
             .is_some_and(|c| c.restarts == 1)
     })
     .await
     .unwrap();
-    // The restarted sim publishes on the same subject and answers control again.
-    let msg = next_within(&mut events, WAIT).await.unwrap();
-    assert_eq!(msg.subject, "mw.ev.m2.speed");
-    wait_until(WAIT, || async {
-        control(&node, r#"{"machine":"m2","command":"pause"}"#)
+    let restarted_at = node
+        .board()
+        .get("id/connectors/m2")
+        .and_then(|c| c.last_restart)
+        .expect("the restart is recorded");
+    // The restarted sim publishes on the same subject (events read before the crash may still
+    // be waiting in the subscription) and answers calls again, as a new machine.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let fresh = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = next_within(&mut events, left)
             .await
-            .ok
-    })
-    .await
-    .unwrap();
+            .expect("the restarted sim publishes");
+        let env = Envelope::from_json_slice(&msg.payload).unwrap();
+        if env.receive_time > restarted_at {
+            break msg;
+        }
+    };
+    assert_eq!(fresh.subject, "mw.ev.m2.speed");
+    let reply = call(&node, "m2", "status", Value::Null).await;
+    assert_eq!(reply["ok"]["fail_pending"], false, "{reply}");
     node.shutdown(StopCause::Requested).await;
 }
 
@@ -175,7 +203,12 @@ async fn shutdown_stops_everything_in_order_and_releases_the_lock() {
     assert!(report.stopped_in_order);
     assert!(report.lock_released);
     assert!(!lock.exists());
-    for id in ["sd/sims/m1", "sd/sims/m2", "sd/sims", "sd"] {
+    for id in [
+        "sd/connectors/m1",
+        "sd/connectors/m2",
+        "sd/connectors",
+        "sd",
+    ] {
         assert_eq!(
             board.get(id).unwrap().state.base_name(),
             "stopped",

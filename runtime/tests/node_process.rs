@@ -1,5 +1,5 @@
 //! Black-box tests of the real `millwright run` binary on the embedded bus: probes, health,
-//! metrics, sim faults driven over HTTP, SIGTERM, and the single-instance lock.
+//! metrics, faults of `sim` plugin connectors driven over HTTP, SIGTERM, and the single-instance lock.
 
 mod support;
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use millwright_tests::wait_until;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::{NodeProcess, SETTLE, TWO_SIMS, config};
+use support::{NodeProcess, SETTLE, config, sim, sim_out_of_process, two_sims};
 
 fn state(c: &Value) -> &str {
     c["state"].as_str().unwrap_or_default()
@@ -23,12 +23,12 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 #[tokio::test]
-async fn health_shows_every_sim_active_and_metrics_export_them() {
+async fn health_shows_every_sim_connector_active_and_metrics_export_them() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &config("hm", dir.path(), TWO_SIMS)).await;
+    let node = NodeProcess::start(dir.path(), &config("hm", dir.path(), &two_sims())).await;
     node.wait_ready().await;
     assert_eq!(node.get("/live").await.unwrap().0, 200);
-    for id in ["hm/sims/m1", "hm/sims/m2"] {
+    for id in ["hm/connectors/m1", "hm/connectors/m2"] {
         node.wait_component(id, "active", |c| state(c) == "active")
             .await;
     }
@@ -48,19 +48,18 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
             "hm",
             "hm/broker",
             "hm/connectors",
-            "hm/sims",
-            "hm/sims/m1",
-            "hm/sims/m2"
+            "hm/connectors/m1",
+            "hm/connectors/m2"
         ]
     );
     let broker = &health["components"][1];
     assert_eq!(broker["kind"], "broker");
     assert_eq!(
         broker["state"], "active",
-        "sims publish through it: {broker}"
+        "the sims publish through it: {broker}"
     );
-    let m1 = &health["components"][4];
-    assert_eq!(m1["kind"], "sim");
+    let m1 = &health["components"][3];
+    assert_eq!(m1["kind"], "connector");
     assert_eq!(m1["restarts"], 0);
     assert!(m1["since"].is_string());
 
@@ -83,6 +82,22 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
     );
     assert!(values[0]["value"].is_f64() && values[0]["count"].as_u64() >= Some(1));
 
+    let (code, plugins) = node.get("/plugins").await.unwrap();
+    assert_eq!(code, 200);
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    let listed: Vec<(&str, &str)> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["instance"].as_str().unwrap(),
+                p["plugin"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [("m1", "sim"), ("m2", "sim")], "{plugins}");
+
     let (code, page) = node.get("/").await.unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("/health"), "the status page polls /health");
@@ -90,11 +105,19 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
     let text = node.metrics().await;
     assert_eq!(metric(&text, "mw_build_info{version=\"0.1.0\"}"), Some(1.0));
     assert_eq!(metric(&text, "mw_node_ready"), Some(1.0));
-    assert!(metric(&text, "mw_events_published_total{source=\"m1\"}").unwrap() >= 2.0);
+    assert!(
+        metric(
+            &text,
+            "mw_connector_events_total{component=\"hm/connectors/m1\"}"
+        )
+        .unwrap()
+            >= 2.0,
+        "{text}"
+    );
     assert_eq!(
         metric(
             &text,
-            "mw_component_state{component=\"hm/sims/m1\",state=\"active\"}"
+            "mw_component_state{component=\"hm/connectors/m1\",state=\"active\"}"
         ),
         Some(1.0)
     );
@@ -102,13 +125,13 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
     assert!(
         metric(
             &text,
-            "mw_publish_duration_seconds_bucket{source=\"m1\",le=\"0.001\"}"
+            "mw_broker_publish_duration_seconds_bucket{path=\"direct\",le=\"0.001\"}"
         )
         .is_some(),
         "{text}"
     );
-    assert!(text.contains("# TYPE mw_publish_duration_seconds histogram"));
-    assert!(text.contains("# TYPE mw_events_published_total counter"));
+    assert!(text.contains("# TYPE mw_broker_publish_duration_seconds histogram"));
+    assert!(text.contains("# TYPE mw_connector_events_total counter"));
     wait_until(SETTLE, || async {
         metric(&node.metrics().await, "mw_uptime_seconds").is_some_and(|v| v >= 1.0)
     })
@@ -119,17 +142,17 @@ async fn health_shows_every_sim_active_and_metrics_export_them() {
 #[tokio::test]
 async fn a_sim_told_to_fail_is_restarted_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &config("rs", dir.path(), TWO_SIMS)).await;
+    let node = NodeProcess::start(dir.path(), &config("rs", dir.path(), &two_sims())).await;
     node.wait_ready().await;
-    node.wait_component("rs/sims/m1", "active", |c| state(c) == "active")
+    node.wait_component("rs/connectors/m1", "active", |c| state(c) == "active")
         .await;
 
-    let (code, body) = node.post("/control/sims/m1/fail").await;
-    assert_eq!(code, 202, "{body}");
-    assert_eq!(body["ok"], true);
+    let (code, body) = node.call("m1", "fail", &Value::Null).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["ok"]["fail_pending"], true, "{body}");
 
     let m1 = node
-        .wait_component("rs/sims/m1", "restarted and active", |c| {
+        .wait_component("rs/connectors/m1", "restarted and active", |c| {
             c["restarts"] == 1 && state(c) == "active"
         })
         .await;
@@ -137,113 +160,191 @@ async fn a_sim_told_to_fail_is_restarted_and_counted() {
         m1["last_error"]
             .as_str()
             .unwrap()
-            .contains("simulated failure of m1: commanded"),
+            .contains("fatal: simulated crash"),
         "{m1}"
     );
     assert!(m1["last_restart"].is_string());
-    let m2 = node.component("rs/sims/m2").await.unwrap();
+    let m2 = node.component("rs/connectors/m2").await.unwrap();
     assert_eq!(m2["restarts"], 0, "one_for_one: the sibling is untouched");
+    // The restarted instance is a new machine: nothing is pending any more.
+    let (code, body) = node.call("m1", "status", &Value::Null).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["ok"]["fail_pending"], false, "{body}");
 
     let text = node.metrics().await;
     assert_eq!(
         metric(
             &text,
-            "mw_component_restarts_total{component=\"rs/sims/m1\"}"
+            "mw_component_restarts_total{component=\"rs/connectors/m1\"}"
         ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        metric(&text, "mw_sim_faults_total{machine=\"m1\",fault=\"fail\"}"),
-        Some(1.0)
+        metric(
+            &text,
+            "mw_connector_calls_total{component=\"rs/connectors/m1\"}"
+        ),
+        Some(2.0),
+        "the fault request and the status call are counted: {text}"
     );
 }
 
 #[tokio::test]
-async fn a_hung_sim_shows_as_not_answering_then_recovers() {
+async fn an_out_of_process_sim_told_to_fail_is_restarted_in_a_new_process() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &config("hg", dir.path(), TWO_SIMS)).await;
+    let sims = sim_out_of_process("m3", "", "interval = \"100ms\"\ntags = [\"temperature\"]");
+    let node = NodeProcess::start(dir.path(), &config("ro", dir.path(), &sims)).await;
     node.wait_ready().await;
-    node.wait_component("hg/sims/m1", "active", |c| state(c) == "active")
+    node.wait_component("ro/connectors/m3", "active", |c| state(c) == "active")
         .await;
-
-    assert_eq!(node.post("/control/sims/m1/hang").await.0, 202);
-    let m1 = node
-        .wait_component("hg/sims/m1", "not answering", |c| state(c) == "degraded")
+    let (code, body) = node.call("m3", "fail", &Value::Null).await;
+    assert_eq!(code, 200, "{body}");
+    let m3 = node
+        .wait_component("ro/connectors/m3", "restarted and active", |c| {
+            c["restarts"] == 1 && state(c) == "active"
+        })
         .await;
     assert!(
-        m1["reason"]
+        m3["last_error"]
             .as_str()
             .unwrap()
-            .starts_with("not answering: no reply to a liveness ping within 500ms"),
-        "{m1}"
+            .contains("fatal: simulated crash"),
+        "{m3}"
     );
-    assert_eq!(node.health().await.unwrap()["status"], "degraded");
-    assert!(
-        metric(
-            &node.metrics().await,
-            "mw_watchdog_unresponsive_total{component=\"hg/sims/m1\"}"
-        )
-        .is_some_and(|v| v >= 1.0)
-    );
-    // hang_for is 3 s; then it answers and publishes again.
-    node.wait_component("hg/sims/m1", "answers again", |c| state(c) == "active")
-        .await;
-    assert_eq!(node.component("hg/sims/m1").await.unwrap()["restarts"], 0);
+    let pids: Vec<u64> = node
+        .logs()
+        .iter()
+        .filter(|v| v["message"] == "plugin process started" && v["instance"] == "m3")
+        .filter_map(|v| v["pid"].as_u64())
+        .collect();
+    assert_eq!(pids.len(), 2, "one process per incarnation: {pids:?}");
+    assert_ne!(pids[0], pids[1]);
 }
 
 #[tokio::test]
-async fn a_degraded_sim_shows_its_reason_until_it_recovers() {
+async fn a_hung_sim_is_given_up_at_its_call_timeout_and_restarted() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &config("dg", dir.path(), TWO_SIMS)).await;
+    let sims = sim(
+        "m1",
+        "call_timeout = \"1s\"",
+        "interval = \"100ms\"\ntags = [\"temperature\", \"pressure\"]",
+    ) + &sim("m2", "", "interval = \"100ms\"\ntags = [\"speed\"]");
+    let node = NodeProcess::start(dir.path(), &config("hg", dir.path(), &sims)).await;
     node.wait_ready().await;
-    node.wait_component("dg/sims/m2", "active", |c| state(c) == "active")
+    node.wait_component("hg/connectors/m1", "active", |c| state(c) == "active")
         .await;
 
-    assert_eq!(node.post("/control/sims/m2/degrade").await.0, 202);
-    let m2 = node
-        .wait_component("dg/sims/m2", "degraded", |c| state(c) == "degraded")
+    // A read that would wait 30 s: the instance's 1 s call timeout ends it.
+    let (code, body) = node
+        .call("m1", "hang", &serde_json::json!({"for": "30s"}))
         .await;
-    assert_eq!(m2["reason"], "simulated degradation: commanded");
-    assert_eq!(m2["state_name"], "degraded");
-    // Its supervisor, a composite, shows which child is the trouble, and so does the root.
-    let sims = node.component("dg/sims").await.unwrap();
-    assert_eq!(sims["state_name"], "degraded_m2", "{sims}");
-    assert_eq!(
-        sims["reason"],
-        "m2 degraded: simulated degradation: commanded"
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["ok"]["hang_pending"], "30s", "{body}");
+    let m1 = node
+        .wait_component("hg/connectors/m1", "restarted after the hang", |c| {
+            c["restarts"] == 1
+        })
+        .await;
+    assert!(
+        m1["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1s"),
+        "{m1}"
     );
-    assert_eq!(
-        node.component("dg").await.unwrap()["state_name"],
-        "degraded_sims"
-    );
-    assert_eq!(node.health().await.unwrap()["status"], "degraded");
     assert_eq!(
         metric(
             &node.metrics().await,
-            "mw_component_state{component=\"dg/sims/m2\",state=\"degraded\"}"
+            "mw_component_restarts_total{component=\"hg/connectors/m1\"}"
         ),
         Some(1.0)
     );
-
-    assert_eq!(node.post("/control/sims/m2/recover").await.0, 202);
-    node.wait_component("dg/sims/m2", "active again", |c| state(c) == "active")
+    // The new incarnation publishes again, well before the 30 s hang would have ended.
+    node.wait_component("hg/connectors/m1", "active again", |c| state(c) == "active")
         .await;
-    node.wait_component("dg/sims", "healthy again", |c| state(c) == "active")
+    let m2 = node.component("hg/connectors/m2").await.unwrap();
+    assert_eq!(m2["restarts"], 0, "one_for_one: the sibling is untouched");
+    assert_eq!(state(&m2), "active", "{m2}");
+}
+
+#[tokio::test]
+async fn a_sim_that_loses_its_connection_shows_its_reason_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &config("dg", dir.path(), &two_sims())).await;
+    node.wait_ready().await;
+    node.wait_component("dg/connectors/m2", "active", |c| state(c) == "active")
+        .await;
+
+    let (code, body) = node
+        .call("m2", "degrade", &serde_json::json!({"for": "3s"}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let m2 = node
+        .wait_component("dg/connectors/m2", "degraded", |c| state(c) == "degraded")
+        .await;
+    let reason = m2["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("not connected: simulated connection loss (asked for by a call)"),
+        "{m2}"
+    );
+    assert_eq!(m2["state_name"], "degraded_connection");
+    // Its supervisor, a composite, shows which child is the trouble, and so does the root.
+    let connectors = node.component("dg/connectors").await.unwrap();
+    assert_eq!(connectors["state_name"], "degraded_m2", "{connectors}");
+    assert!(
+        connectors["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("m2 degraded: not connected: simulated connection loss"),
+        "{connectors}"
+    );
+    assert_eq!(
+        node.component("dg").await.unwrap()["state_name"],
+        "degraded_connectors"
+    );
+    assert_eq!(node.health().await.unwrap()["status"], "degraded");
+    assert_eq!(
+        metric(
+            &node.metrics().await,
+            "mw_component_state{component=\"dg/connectors/m2\",state=\"degraded\"}"
+        ),
+        Some(1.0)
+    );
+    // While the connection is lost, the instance answers no calls: 503, not_connected.
+    let (code, body) = node.call("m2", "recover", &Value::Null).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["kind"], "not_connected", "{body}");
+
+    // The loss ends after 3 s; the connector reconnects.
+    node.wait_component("dg/connectors/m2", "active again", |c| state(c) == "active")
+        .await;
+    node.wait_component("dg/connectors", "healthy again", |c| state(c) == "active")
         .await;
     wait_until(SETTLE, || async {
         node.health().await.is_some_and(|h| h["status"] == "ok")
     })
     .await
     .expect("health back to ok");
+    assert!(
+        metric(
+            &node.metrics().await,
+            "mw_connector_errors_total{component=\"dg/connectors/m2\",kind=\"not_connected\"}"
+        )
+        .is_some_and(|v| v >= 1.0)
+    );
+    assert_eq!(
+        node.component("dg/connectors/m2").await.unwrap()["restarts"],
+        0
+    );
 }
 
 #[tokio::test]
-async fn control_refuses_unknown_machines_and_commands() {
+async fn calls_refuse_unknown_machines_and_methods() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(dir.path(), &config("cr", dir.path(), TWO_SIMS)).await;
+    let node = NodeProcess::start(dir.path(), &config("cr", dir.path(), &two_sims())).await;
     node.wait_ready().await;
-    let (code, body) = node.post("/control/sims/nope/fail").await;
+    let (code, body) = node.call("nope", "fail", &Value::Null).await;
     assert_eq!(code, 404);
     assert!(
         body["error"]
@@ -252,15 +353,32 @@ async fn control_refuses_unknown_machines_and_commands() {
             .contains("configured: m1, m2"),
         "{body}"
     );
-    let (code, body) = node.post("/control/sims/m1/explode").await;
+    node.wait_component("cr/connectors/m1", "connected", |c| state(c) == "active")
+        .await;
+    let (code, body) = node.call("m1", "explode", &Value::Null).await;
     assert_eq!(code, 400);
+    assert_eq!(body["error"]["kind"], "config", "{body}");
     assert!(
-        body["error"]
+        body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("expected fail, hang"),
+            .contains("sim answers fail, degrade, hang, recover, status"),
         "{body}"
     );
+    let (code, body) = node
+        .call("m1", "hang", &serde_json::json!({"for": "soon"}))
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected nothing or {\"for\": \"5s\"}"),
+        "{body}"
+    );
+    // The retired built-in simulator's routes are gone.
+    let (code, _) = node.post("/control/sims/m1/fail").await;
+    assert_eq!(code, 404);
 }
 
 fn shutdown_steps(node: &NodeProcess) -> Vec<String> {
@@ -275,8 +393,17 @@ fn shutdown_steps(node: &NodeProcess) -> Vec<String> {
 async fn sigterm_shuts_down_in_order_exits_zero_and_removes_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut node = NodeProcess::start(dir.path(), &config("st", &data, TWO_SIMS)).await;
+    // The supervisors' debug lines say which child stopped, and how.
+    let text = config("st", &data, &two_sims()).replace(
+        "level = \"info\"",
+        "level = \"info,millwright_kernel::supervisor=debug\"",
+    );
+    let mut node = NodeProcess::start(dir.path(), &text).await;
     node.wait_ready().await;
+    for id in ["st/connectors/m1", "st/connectors/m2"] {
+        node.wait_component(id, "active", |c| state(c) == "active")
+            .await;
+    }
     let lock = data.join("millwright.lock");
     let text = std::fs::read_to_string(&lock).unwrap();
     assert_eq!(text.lines().next().unwrap(), node.pid().to_string());
@@ -302,20 +429,30 @@ async fn sigterm_shuts_down_in_order_exits_zero_and_removes_the_lock() {
     assert_eq!(done["stopped_in_order"], true);
     assert_eq!(done["lock_released"], true);
     assert!(!lock.exists(), "the lockfile is gone");
-    // The sims were stopped, not killed: each ran its post_stop.
-    let stopped = node
-        .logs()
+    // The sim connectors were stopped, not killed: each ran its post_stop within its shutdown
+    // timeout.
+    let logs = node.logs();
+    let mut stopped: Vec<&str> = logs
         .iter()
-        .filter(|v| v["message"] == "sim stopped")
-        .count();
-    assert_eq!(stopped, 2);
+        .filter(|v| v["message"] == "child stopped" && v["supervisor"] == "st/connectors")
+        .filter_map(|v| v["child"].as_str())
+        .collect();
+    stopped.sort_unstable();
+    assert_eq!(stopped, ["m1", "m2"], "{}", node.output());
+    assert!(
+        !logs
+            .iter()
+            .any(|v| v["message"] == "child did not stop within its shutdown timeout; killing it"),
+        "{}",
+        node.output()
+    );
 }
 
 #[tokio::test]
 async fn sigterm_while_booting_is_kept_and_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     // `start` returns at the `listening` line, before the tree is up and before ready.
-    let mut node = NodeProcess::start(dir.path(), &config("sb", dir.path(), TWO_SIMS)).await;
+    let mut node = NodeProcess::start(dir.path(), &config("sb", dir.path(), &two_sims())).await;
     node.signal(Signal::SIGTERM);
     let status = node.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "output:\n{}", node.output());
@@ -330,7 +467,7 @@ async fn sigterm_while_booting_is_kept_and_shuts_down_gracefully() {
 #[tokio::test]
 async fn sigint_also_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = NodeProcess::start(dir.path(), &config("si", dir.path(), TWO_SIMS)).await;
+    let mut node = NodeProcess::start(dir.path(), &config("si", dir.path(), &two_sims())).await;
     node.wait_ready().await;
     node.signal(Signal::SIGINT);
     let status = node.wait_exit(Duration::from_secs(30)).await;
@@ -341,12 +478,16 @@ async fn sigint_also_shuts_down_gracefully() {
 #[tokio::test]
 async fn ready_turns_503_while_a_hung_source_drains() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = NodeProcess::start(dir.path(), &config("dr", dir.path(), TWO_SIMS)).await;
+    let mut node = NodeProcess::start(dir.path(), &config("dr", dir.path(), &two_sims())).await;
     node.wait_ready().await;
-    node.wait_component("dr/sims/m1", "active", |c| state(c) == "active")
+    node.wait_component("dr/connectors/m1", "active", |c| state(c) == "active")
         .await;
-    // m1 hangs for 3 s, so the drain step waits for it (within the 10 s grace window).
-    assert_eq!(node.post("/control/sims/m1/hang").await.0, 202);
+    // m1's next read waits 3 s (below its 10 s call timeout), so stopping it waits for the read
+    // (within its 5 s shutdown timeout and the 10 s grace window).
+    let (code, body) = node
+        .call("m1", "hang", &serde_json::json!({"for": "3s"}))
+        .await;
+    assert_eq!(code, 200, "{body}");
     node.signal(Signal::SIGTERM);
     wait_until(SETTLE, || async {
         matches!(node.get("/ready").await, Some((503, body)) if body.contains("stopping"))
@@ -362,6 +503,19 @@ async fn ready_turns_503_while_a_hung_source_drains() {
         done["drained"], true,
         "the hang ended within the grace window"
     );
+    assert_eq!(
+        done["stopped_in_order"],
+        true,
+        "the hung read ended within m1's shutdown timeout: {}",
+        node.output()
+    );
+    assert!(
+        node.logs()
+            .iter()
+            .any(|v| v["message"] == "simulated hang for 3s" && v["instance"] == "m1"),
+        "the hang happened during the shutdown: {}",
+        node.output()
+    );
 }
 
 #[tokio::test]
@@ -369,10 +523,10 @@ async fn a_second_node_on_the_same_data_dir_displaces_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut first =
-        NodeProcess::start_named(dir.path(), "a.toml", &config("ra", &data, TWO_SIMS)).await;
+        NodeProcess::start_named(dir.path(), "a.toml", &config("ra", &data, &two_sims())).await;
     first.wait_ready().await;
     let second =
-        NodeProcess::start_named(dir.path(), "b.toml", &config("rb", &data, TWO_SIMS)).await;
+        NodeProcess::start_named(dir.path(), "b.toml", &config("rb", &data, &two_sims())).await;
     // The first gets SIGTERM and shuts down gracefully.
     let status = first.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "output:\n{}", first.output());
@@ -399,7 +553,7 @@ async fn a_stale_lock_with_a_dead_pid_is_taken_over() {
     dead.wait().unwrap();
     std::fs::write(data.join("millwright.lock"), format!("{dead_pid}\n")).unwrap();
 
-    let node = NodeProcess::start(dir.path(), &config("sl", &data, TWO_SIMS)).await;
+    let node = NodeProcess::start(dir.path(), &config("sl", &data, &two_sims())).await;
     node.wait_ready().await;
     let lock = std::fs::read_to_string(data.join("millwright.lock")).unwrap();
     assert_eq!(lock.lines().next().unwrap(), node.pid().to_string());
@@ -415,12 +569,11 @@ async fn a_crash_loop_that_exhausts_the_root_stops_the_node_with_status_1() {
     let text = config(
         "cl",
         dir.path(),
-        r#"
-[sims.crashy]
-interval = "20ms"
-tags = ["t"]
-fail_every = "60ms"
-"#,
+        &sim(
+            "crashy",
+            "",
+            "interval = \"20ms\"\ntags = [\"t\"]\nfail_every = \"60ms\"",
+        ),
     )
     .replace("max_restarts = 10", "max_restarts = 1")
     .replace("min_backoff = \"50ms\"", "min_backoff = \"10ms\"");

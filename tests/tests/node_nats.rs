@@ -1,5 +1,5 @@
-//! A node on a real nats-server: events and state changes reach NATS clients, control works
-//! over NATS request/reply, and a node whose server is unreachable still starts, with its
+//! A node on a real nats-server, with a `sim` plugin connector: events and state changes reach
+//! NATS clients, calls to the connector work over NATS request/reply, and a node whose server is unreachable still starts, with its
 //! broker degraded and its events queued on disk.
 
 use std::time::Duration;
@@ -13,6 +13,13 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Builds `plugins/sim` once per test process; its library.
+fn sim_plugin() -> &'static std::path::Path {
+    static LIB: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| millwright_tests::build_plugin("sim", false).0)
+}
+
+/// A node with one `sim` plugin connector, `press1`.
 fn config(name: &str, dir: &std::path::Path, url: &str) -> Config {
     let text = format!(
         r#"[node]
@@ -24,11 +31,14 @@ nats_url = "{url}"
 listen = "127.0.0.1:0"
 [metrics]
 listen = "127.0.0.1:0"
-[sims.press1]
+[connectors.press1]
+plugin = "{lib}"
+[connectors.press1.config]
 interval = "50ms"
 tags = ["temperature", "pressure"]
 "#,
-        dir = dir.display()
+        dir = dir.display(),
+        lib = sim_plugin().display(),
     );
     Config::parse("inline.toml", &text).unwrap()
 }
@@ -73,28 +83,40 @@ async fn events_states_and_control_flow_over_nats() {
     assert_eq!(env["source"], "press1");
     assert!(msg.headers.unwrap().get("Nats-Msg-Id").is_some());
 
-    // The sim's start is visible as state changes on NATS.
-    let (subject, active) = next_state(&mut states, |v| {
-        v["id"] == "nn/sims/press1" && v["state"] == "active"
-    })
-    .await;
-    assert_eq!(subject, "mw.state.nn.nn%2Fsims%2Fpress1");
-    assert_eq!(active["node"], "nn");
-
+    // An event arrived over NATS, so the node's client is connected: from here on every state
+    // change reaches NATS. A call over NATS request/reply makes the sim lose its connection for
+    // 1 s, which shows as the connector's state changes.
     let reply = client
-        .request(
-            "mw.ctl.nn.sim",
-            r#"{"machine":"press1","command":"degrade"}"#.into(),
-        )
+        .request("mw.rpc.press1.degrade", r#"{"for": "1s"}"#.into())
         .await
         .unwrap();
     let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
-    assert_eq!(reply["ok"], true);
-    let (_, degraded) = next_state(&mut states, |v| v["state"] == "degraded").await;
-    assert_eq!(degraded["reason"], "simulated degradation: commanded");
+    assert_eq!(reply["ok"]["instance"], "press1", "{reply}");
+    let (subject, degraded) = next_state(&mut states, |v| {
+        v["id"] == "nn/connectors/press1" && v["state"] == "degraded"
+    })
+    .await;
+    assert_eq!(subject, "mw.state.nn.nn%2Fconnectors%2Fpress1");
+    assert_eq!(degraded["node"], "nn");
+    assert_eq!(degraded["kind"], "connector");
+    assert_eq!(degraded["previous"], "active");
+    assert!(
+        degraded["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not connected: simulated connection loss (asked for by a call)"),
+        "{degraded}"
+    );
+    let (_, recovered) = next_state(&mut states, |v| {
+        v["id"] == "nn/connectors/press1" && v["state"] != "degraded"
+    })
+    .await;
+    assert_eq!(recovered["state"], "idle", "{recovered}");
+    assert_eq!(recovered["previous"], "degraded_connection");
 
     let report = node.shutdown(StopCause::Requested).await;
-    assert!(report.stopped_in_order && report.lock_released);
+    assert!(report.stopped_in_order, "{report:?}");
+    assert!(report.lock_released, "{report:?}");
 }
 
 #[tokio::test]
@@ -123,7 +145,7 @@ async fn an_unreachable_nats_server_leaves_the_node_up_with_the_broker_degraded(
         queued > 0
     })
     .await
-    .expect("the sim's events are queued on disk");
+    .expect("the sim connector's events are queued on disk");
     node.shutdown(StopCause::Requested).await;
     assert!(
         !dir.path().join("millwright.lock").exists(),

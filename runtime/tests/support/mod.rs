@@ -27,8 +27,8 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_millwright")
 }
 
-/// A config for a test node named `name` with `data_dir`, on loopback and ports 0, fast sims.
-/// `extra` is appended (more `[sims.x]` sections, overrides).
+/// A config for a test node named `name` with `data_dir`, on loopback and ports 0.
+/// `extra` is appended (connectors such as [`two_sims`], overrides).
 pub fn config(name: &str, data_dir: &Path, extra: &str) -> String {
     format!(
         r#"[node]
@@ -63,17 +63,40 @@ max_backoff = "500ms"
     )
 }
 
-/// Two fast sims, `m1` and `m2`.
-pub const TWO_SIMS: &str = r#"
-[sims.m1]
-interval = "100ms"
-tags = ["temperature", "pressure"]
-hang_for = "3s"
+/// Builds `plugins/sim` once per test process; its `(library, executable)`.
+pub fn sim_plugin() -> &'static (PathBuf, PathBuf) {
+    static PATHS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| millwright_tests::build_plugin("sim", false))
+}
 
-[sims.m2]
-interval = "100ms"
-tags = ["speed"]
-"#;
+/// A `[connectors.<name>]` section running the `sim` plugin in process, with `settings` added
+/// to the connector's table (`call_timeout = "1s"`) and `config` as its plugin config (`interval
+/// = "100ms"`, `tags = [...]`).
+pub fn sim(name: &str, settings: &str, config: &str) -> String {
+    format!(
+        "\n[connectors.{name}]\nplugin = \"{lib}\"\n{settings}\n\n[connectors.{name}.config]\n{config}\n",
+        lib = sim_plugin().0.display()
+    )
+}
+
+/// As [`sim`], out of process (the plugin's executable).
+pub fn sim_out_of_process(name: &str, settings: &str, config: &str) -> String {
+    format!(
+        "\n[connectors.{name}]\nplugin = \"{exe}\"\nmode = \"out_of_process\"\n{settings}\n\n\
+         [connectors.{name}.config]\n{config}\n",
+        exe = sim_plugin().1.display()
+    )
+}
+
+/// Two fast simulated machines, `m1` (`temperature`, `pressure`) and `m2` (`speed`): `sim`
+/// plugin connectors in process, one round of samples every 100 ms.
+pub fn two_sims() -> String {
+    sim(
+        "m1",
+        "",
+        "interval = \"100ms\"\ntags = [\"temperature\", \"pressure\"]",
+    ) + &sim("m2", "", "interval = \"100ms\"\ntags = [\"speed\"]")
+}
 
 /// A running `millwright run` process.
 pub struct NodeProcess {
@@ -205,6 +228,14 @@ impl NodeProcess {
             .map_err(|e| e.to_string())?;
         let status = r.status().as_u16();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Calls `method` of connector `instance` (`POST /connectors/<instance>/call/<method>`)
+    /// with `body` (`null`: none): status and reply body.
+    pub async fn call(&self, instance: &str, method: &str, body: &Value) -> (u16, Value) {
+        self.post_json(&format!("/connectors/{instance}/call/{method}"), body)
+            .await
+            .unwrap_or_else(|e| panic!("{instance}.{method}: the node answers: {e}"))
     }
 
     /// `/broker` as JSON.
