@@ -12,10 +12,8 @@
 //! | `mw_node_ready` | gauge | | 1 while `/ready` answers 200 |
 //! | `mw_component_state` | gauge | `component`, `state` | 1 for the current state |
 //! | `mw_component_restarts_total` | counter | `component` | restarts by a supervisor |
-//! | `mw_events_published_total` | counter | `source` | events published |
-//! | `mw_publish_errors_total` | counter | `source` | publishes that failed |
-//! | `mw_publish_duration_seconds` | histogram | `source` | time to publish one event |
-//! | `mw_sim_faults_total` | counter | `machine`, `fault` | faults a sim acted out |
+//! | `mw_component_observations` | gauge | `component` | outside observations on it (the watchdog's "not answering") |
+//! | `mw_component_illegal_transitions_total` | counter | | state changes the transition table refused (0 in a sound node) |
 //! | `mw_watchdog_unresponsive_total` | counter | `component` | pings that timed out |
 //! | `mw_state_publish_errors_total` | counter | | state changes not published |
 
@@ -107,7 +105,7 @@ pub fn set_ready(ready: bool) {
 }
 
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge};
     describe_gauge!("mw_build_info", "The running build (always 1).");
     describe_gauge!(
         "mw_uptime_seconds",
@@ -126,19 +124,13 @@ fn describe() {
         "mw_component_restarts_total",
         "Restarts of a component by its supervisor."
     );
-    describe_counter!("mw_events_published_total", "Events published, by source.");
-    describe_counter!(
-        "mw_publish_errors_total",
-        "Publishes that failed, by source."
-    );
-    describe_histogram!(
-        "mw_publish_duration_seconds",
-        Unit::Seconds,
-        "Time to publish one event, by source."
+    describe_gauge!(
+        "mw_component_observations",
+        "Observations by outside judges (the watchdog) on a component; 0 when none."
     );
     describe_counter!(
-        "mw_sim_faults_total",
-        "Faults a simulated machine acted out."
+        "mw_component_illegal_transitions_total",
+        "State changes the transition table refused (a bug when not 0)."
     );
     describe_counter!(
         "mw_watchdog_unresponsive_total",

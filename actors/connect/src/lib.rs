@@ -590,8 +590,12 @@ impl ConnectorState {
                 tracing::info!(component = %id, "source reached its end of input");
                 let kinds = &self.args.spec.kinds;
                 if kinds.contains(&Kind::Sink) || kinds.contains(&Kind::Responder) {
-                    // The instance still writes or answers; only its read loop ends.
+                    // The instance still writes or answers; only its read loop ends, and no
+                    // more data flows from it.
                     self.source_done = true;
+                    if matches!(self.lifecycle.state(), State::Active) {
+                        let _ = self.lifecycle.apply(Event::NoDataTimeout);
+                    }
                     Ok(Next::Park)
                 } else {
                     self.source_done = true;

@@ -368,3 +368,50 @@ async fn a_connect_that_always_fails_stays_degraded_and_backs_off_without_crashi
     let reason = status.state.reason().unwrap_or_default().to_owned();
     assert!(reason.contains("attempt"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_reaches_its_end_is_finished_and_does_not_degrade_its_supervisor() {
+    let rig = rig().await;
+    // A pure source that ends after three events.
+    let config = serde_json::json!({ "total": 3, "panic_at": u64::MAX });
+    let spec = spec("e1", "panicky", config.clone());
+    let board = rig.board.clone();
+    let broker = rig.broker.clone();
+    let sup_spec = SupervisorSpec::new(Strategy::OneForOne).child(
+        ChildSpec::worker("e1", move |supervisor| {
+            let component_id = child_name(&supervisor, "e1");
+            let config = config.clone();
+            let args = ConnectorArgs {
+                spec: spec.clone(),
+                component_id: component_id.clone(),
+                board: board.clone(),
+                broker: broker.clone(),
+                transport: Arc::new(move || {
+                    Box::new(StaticTransport::<Panicky>::new(
+                        &PANICKY_VT,
+                        "e1",
+                        config.clone(),
+                    ))
+                }),
+            };
+            Box::pin(async move {
+                let (a, _) =
+                    Actor::spawn_linked(Some(component_id), ConnectorActor, args, supervisor)
+                        .await?;
+                Ok(a.get_cell())
+            })
+        })
+        .restart(millwright_kernel::supervisor::RestartType::Transient),
+    );
+    let tree = Tree::spawn_on(rig.board.clone(), "fin", sup_spec).await;
+    let e1 = wait_state(&rig.board, "fin/e1", "finished").await;
+    assert_eq!(e1.restarts, 0, "an end of input is not a crash");
+    assert_eq!(e1.health, millwright_kernel::lifecycle::Health::Healthy);
+    let sup = rig.board.get("fin").unwrap();
+    assert!(
+        !sup.state_name.starts_with("degraded"),
+        "a finished source does not degrade its supervisor: {sup:?}"
+    );
+    assert_eq!(sup.health, millwright_kernel::lifecycle::Health::Healthy);
+    tree.shutdown().await;
+}

@@ -117,9 +117,29 @@ impl NodeProcess {
 
     /// As [`start`](Self::start), with the config file named `file`.
     pub async fn start_named(dir: &Path, file: &str, config: &str) -> NodeProcess {
+        Self::start_full(dir, file, config, |_| {}).await
+    }
+
+    /// As [`start`](Self::start), with `adjust` applied to the command first (a process group).
+    pub async fn start_with(
+        dir: &Path,
+        config: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> NodeProcess {
+        Self::start_full(dir, "node.toml", config, adjust).await
+    }
+
+    async fn start_full(
+        dir: &Path,
+        file: &str,
+        config: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> NodeProcess {
         let config_path = dir.join(file);
         std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        adjust(&mut command);
+        let mut child = command
             .arg("run")
             .arg(&config_path)
             .env_remove("RUST_LOG")
