@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use futures::StreamExt;
-use millwright_broker::{BrokerHandle, BrokerMsg, BrokerOptions, DeliveryMode};
+use millwright_broker::{BrokerHandle, BrokerMsg, BrokerOptions, BrokerStats, DeliveryMode};
 use millwright_bus::{Bus, NatsOptions};
 use millwright_kernel::lifecycle::StatusBoard;
 use millwright_plugin_sdk::event::Envelope;
-use millwright_tests::NatsServer;
+use millwright_tests::{NatsServer, wait_until};
 use ractor::ActorRef;
 
 const N: usize = 100_000;
@@ -40,6 +40,9 @@ const BATCH: usize = 512;
 const PRODUCERS: usize = 4;
 const ROUNDS: usize = 7;
 const SUBJECT: &str = "mw.ev.press1.temperature";
+/// How long the broker may take to connect, create its stream, notice an outage or drain.
+/// Only a failing run waits this long.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn event(i: usize) -> Envelope {
     Envelope::new(
@@ -147,6 +150,32 @@ async fn spawn_broker(bus: Bus, mode: DeliveryMode, name: &str) -> Spawned {
     }
 }
 
+async fn stats(actor: &ActorRef<BrokerMsg>) -> BrokerStats {
+    ractor::call!(actor, BrokerMsg::Stats).expect("broker stats")
+}
+
+/// Waits until the broker delivers directly: connected, its stream created or checked
+/// (`jetstream` mode), breaker closed, disk queue empty. The bus connects in the background
+/// (`retry_on_initial_connect`), so a broker spawned on it may start before the connection is
+/// up, and creates its stream only once it is: nothing may look the stream up or expect a
+/// direct delivery before this returns.
+///
+/// # Panics
+/// When the broker is not ready within [`DEADLINE`], with its last stats.
+async fn wait_ready(broker: &Spawned, what: &str) {
+    let ready = wait_until(DEADLINE, || async {
+        let s = stats(&broker.actor).await;
+        s.connected && s.stream_ready && s.breaker == "closed" && s.queue_depth == 0
+    })
+    .await;
+    if let Err(e) = ready {
+        panic!(
+            "the {what} broker is not ready to deliver directly ({e}); its stats: {:?}",
+            stats(&broker.actor).await
+        );
+    }
+}
+
 async fn nats_bus(url: String, name: &str) -> Bus {
     let mut opts = NatsOptions::new(url).with_name(name);
     opts.retry_on_initial_connect = true;
@@ -201,6 +230,7 @@ fn main() {
 
         // Core.
         let core = spawn_broker(nats_bus(server.url(), "bench-core").await, DeliveryMode::Core, "bench/core").await;
+        wait_ready(&core, "core").await;
         let mut wall = vec![Vec::new(); 3];
         for round in 0..=ROUNDS {
             for k in 0..3 {
@@ -237,7 +267,9 @@ fn main() {
         // JetStream.
         let js_ctx = jetstream::new(raw.clone());
         let jsb = spawn_broker(nats_bus(server.url(), "bench-js").await, DeliveryMode::Jetstream, "bench/js").await;
-        // The broker created the stream; purge between rounds so both paths see the same one.
+        // The broker creates the stream once its connection is up; purge it between rounds so
+        // both paths see the same one.
+        wait_ready(&jsb, "jetstream").await;
         let mut wall = vec![Vec::new(); 2];
         for round in 0..=ROUNDS {
             for k in 0..2 {
@@ -283,12 +315,9 @@ fn main() {
         );
         let handle = core.handle.clone();
         server.kill();
-        let depth = |a: ActorRef<BrokerMsg>| async move {
-            ractor::call!(a, BrokerMsg::Stats).expect("stats").queue_depth
-        };
-        while ractor::call!(core.actor, BrokerMsg::Stats).expect("stats").connected {
-            tokio::task::yield_now().await;
-        }
+        wait_until(DEADLINE, || async { !stats(&core.actor).await.connected })
+            .await
+            .unwrap_or_else(|e| panic!("the core broker did not notice that nats-server was killed ({e})"));
         let produced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let until = Instant::now() + outage;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -300,10 +329,21 @@ fn main() {
             let r = handle.publish_batch(batch).await.expect("queued");
             produced.fetch_add(r.queued, std::sync::atomic::Ordering::Relaxed);
         }
-        let queued = depth(core.actor.clone()).await;
+        let queued = stats(&core.actor).await.queue_depth;
         let back = Instant::now();
         server.restart().await;
-        while depth(core.actor.clone()).await > 0 {
+        // Polled every 5 ms at most, so the clock stops within 5 ms of the queue emptying.
+        let drain_limit = DEADLINE.max(outage);
+        let drain_deadline = Instant::now() + drain_limit;
+        loop {
+            let s = stats(&core.actor).await;
+            if s.queue_depth == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < drain_deadline,
+                "the core broker did not drain its disk queue within {drain_limit:?} of nats-server's restart; its stats: {s:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let took = back.elapsed();
