@@ -4,7 +4,8 @@
 //! Loading is strict: an unknown key, a wrong type, a missing required key or a value that
 //! fails validation is reported as a [`Diagnostic`] naming the file, the key path, the line and
 //! a hint (see [`error`]). Validation does no I/O: it never connects, binds or creates
-//! anything; `millwright check` runs exactly this.
+//! anything. `millwright check` runs this, then `plugins::check` (which loads each connector's
+//! plugin and validates its config against the plugin's schema, as boot does).
 //!
 //! Durations are humantime strings (`"500ms"`, `"5s"`, `"2m"`). Every key except
 //! `node.name` has a default, so the smallest config is:
