@@ -4,7 +4,8 @@
 //! Loading is strict: an unknown key, a wrong type, a missing required key or a value that
 //! fails validation is reported as a [`Diagnostic`] naming the file, the key path, the line and
 //! a hint (see [`error`]). Validation does no I/O: it never connects, binds or creates
-//! anything; `millwright check` runs exactly this.
+//! anything. `millwright check` runs this, then `plugins::check` (which loads each connector's
+//! plugin and validates its config against the plugin's schema, as boot does).
 //!
 //! Durations are humantime strings (`"500ms"`, `"5s"`, `"2m"`). Every key except
 //! `node.name` has a default, so the smallest config is:
@@ -137,7 +138,7 @@ pub struct NodeConfig {
     /// The node's name: one subject token (letters, digits, `-`, `_`). It appears in bus
     /// subjects (`mw.state.<node>.<component>`), health JSON and logs.
     pub name: String,
-    /// Where the node keeps its files (lockfile, and later the disk queue and DLQ). Created on
+    /// Where the node keeps its files (the lockfile, the endpoints file, the disk queue and the DLQ). Created on
     /// start if missing. Relative paths are relative to the working directory.
     #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,

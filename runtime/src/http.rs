@@ -79,7 +79,8 @@ pub struct HttpState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
-    /// Every component is `idle` or `active`.
+    /// Every component's health is `healthy` (`idle`, `active` or `finished`, and no
+    /// observation).
     Ok,
     /// At least one component is degraded, stopped or otherwise not healthy.
     Degraded,

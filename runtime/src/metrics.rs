@@ -11,11 +11,14 @@
 //! | `mw_uptime_seconds` | gauge | | seconds since the node started |
 //! | `mw_node_ready` | gauge | | 1 while `/ready` answers 200 |
 //! | `mw_component_state` | gauge | `component`, `state` | 1 for the current state |
+//! | `mw_component_observations` | gauge | `component` | outside observations now |
+//! | `mw_component_illegal_transitions_total` | counter | | state changes the table refused |
 //! | `mw_component_restarts_total` | counter | `component` | restarts by a supervisor |
-//! | `mw_component_observations` | gauge | `component` | outside observations on it (the watchdog's "not answering") |
-//! | `mw_component_illegal_transitions_total` | counter | | state changes the transition table refused (0 in a sound node) |
 //! | `mw_watchdog_unresponsive_total` | counter | `component` | pings that timed out |
 //! | `mw_state_publish_errors_total` | counter | | state changes not published |
+//!
+//! The component metrics are written by the status board (`millwright_kernel::lifecycle`);
+//! every other metric is listed in `docs/operations.md`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::OnceLock;

@@ -5,7 +5,7 @@
 //! | 1 | `stop_intake` | `/ready` turns 503 (`/events` refuses); every supervisor stops restarting (a child that dies now stays down); every component stops its intake ([`Component::stop_intake`](crate::component::Component::stop_intake)): every source connector is paused, and answers once no read is in progress |
 //! | 2 | `drain` | what the components had in flight finishes within the grace window (a paused source has already published or queued what it read) |
 //! | 3 | `stop_components` | the root supervisor stops its children in reverse start order, each with its own shutdown timeout, so one stuck component does not block the others |
-//! | 4 | `flush` | the state feed publishes the last state changes; the bus is flushed (the broker flushes its queue to disk here once it exists) |
+//! | 4 | `flush` | the state feed publishes the last state changes; the bus is flushed (the broker, stopped last in step 3, has already appended what was left in its intake to the disk queue) |
 //! | 5 | `stop_http` | the HTTP server stops |
 //! | 6 | `release_lock` | the lockfile is removed (if it still holds our PID) |
 //!

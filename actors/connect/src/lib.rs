@@ -2,9 +2,9 @@
 //! the [`protocol`](millwright_plugin_sdk::protocol) messages and publishing what a source
 //! reads through the broker.
 //!
-//! The plugin is reached through a [`Transport`]; today [`StaticTransport`] (the connector is
-//! linked into the node and called through the SDK's `Adapter`), later the in-process `cdylib`
-//! ABI and the out-of-process executable, which carry the same messages.
+//! The plugin is reached through a [`Transport`]: [`StaticTransport`] here (the connector is
+//! linked into the node and called through the SDK's `Adapter`); the runtime adds the
+//! in-process `cdylib` ABI and the out-of-process executable, which carry the same messages.
 //!
 //! A source instance runs this loop, one step per `Step` message (so pings and stops are
 //! handled between steps):

@@ -12,8 +12,8 @@
 //! - [`board`]: the [`StatusBoard`], the one owner of every component's state; its state
 //!   changes only through [`StatusBoard::apply`], which runs the table;
 //! - [`handle`]: [`Lifecycle`], a component's handle on its own entry;
-//! - [`observation`]: what outside judges (the watchdog, later machine monitors and cluster
-//!   fencing) record beside the state, and the one rule that folds both into [`Health`].
+//! - [`observation`]: what outside judges (the watchdog; any monitor that judges a component
+//!   from outside) record beside the state, and the one rule that folds both into [`Health`].
 //!
 //! Dependencies inside the module point one way: `handle -> board -> {table, observation}`.
 
