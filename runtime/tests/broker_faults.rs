@@ -83,7 +83,9 @@ async fn post_until_acked(node: &NodeProcess, batch: &[Envelope]) -> (Value, usi
                     matches!(node.get("/ready").await, Some((200, _)))
                 })
                 .await
-                .expect("the node is ready again");
+                .unwrap_or_else(|e| {
+                    panic!("the node is ready again: {e}; output:\n{}", node.output())
+                });
             }
         }
     }

@@ -438,7 +438,13 @@ async fn sigterm_shuts_down_in_order_exits_zero_and_removes_the_lock() {
         .filter_map(|v| v["child"].as_str())
         .collect();
     stopped.sort_unstable();
-    assert_eq!(stopped, ["m1", "m2"], "{}", node.output());
+    // Each sim answers calls, so each has its bridge (a supervised task) beside it.
+    assert_eq!(
+        stopped,
+        ["m1", "m1.bridge", "m2", "m2.bridge"],
+        "{}",
+        node.output()
+    );
     assert!(
         !logs
             .iter()

@@ -133,15 +133,16 @@ impl ChildSpec {
         })
     }
 
-    /// A permanent worker that runs an async loop under supervision (see [`super::task`]):
+    /// A transient worker that runs an async loop under supervision (see [`super::task`]):
     /// `setup` runs at each start (its subscriptions exist before the next sibling starts)
-    /// and returns the loop; a loop that fails is restarted like any child.
+    /// and returns the loop; a loop that fails is restarted like any child, one that ends
+    /// with `Ok` is done.
     pub fn task<F>(id: impl Into<String>, setup: F) -> Self
     where
         F: Fn() -> BoxFuture<'static, Result<TaskLoop, String>> + Send + Sync + 'static,
     {
         let setup: Arc<TaskSetup> = Arc::new(setup);
-        Self::actor(id, move || (TaskActor, setup.clone()))
+        Self::actor(id, move || (TaskActor, setup.clone())).restart(RestartType::Transient)
     }
 
     /// A permanent nested supervisor with an unbounded shutdown ([`Shutdown::Infinity`]).

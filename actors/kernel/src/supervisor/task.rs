@@ -6,7 +6,7 @@
 //! before the next sibling starts) and returns the loop. The loop runs on a tokio task owned by
 //! the child's actor: when it ends with an error (or panics) the actor fails and the supervisor
 //! restarts it by its policy; when the supervisor stops the child, the loop is aborted. A loop
-//! that ends with `Ok` stops the child normally.
+//! that ends with `Ok` stops the child normally, and a task child is transient: it is done.
 
 use std::sync::Arc;
 
