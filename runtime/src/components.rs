@@ -7,10 +7,10 @@
 //! ```text
 //! <node>                       root supervisor, one_for_one
 //! ├── <node>/broker            the broker actor (every publish goes through it)
+//! ├── <node>/latest            task: the latest value per tag (`/values`)
 //! ├── <node>/connectors        supervisor, one_for_one: per [connectors.<name>], its bus
 //! │   ├── .../line1.bridge     bridge (if it is a sink or a responder), then its
 //! │   └── .../line1            connector actor, driving its plugin
-//! ├── <node>/latest            task: the latest value per tag (`/values`)
 //! ├── <node>/watchdog          task: pings every component's probes
 //! └── <node>/control           task: serves every component's bus control verbs
 //! ```

@@ -4,11 +4,12 @@
 //! routes, and stop-intake: every source is paused.
 //!
 //! ```text
+//! <node>/latest                    task: the latest value per tag of the sources (it
+//!                                  subscribes before the sources start)
 //! <node>/connectors                supervisor, one_for_one
 //! ├── <node>/connectors/line1.bridge   task: sink subscriptions, rpc subjects (if any)
 //! ├── <node>/connectors/line1          connector actor, driving its plugin
 //! └── ...
-//! <node>/latest                    task: the latest value per tag of the sources
 //! ```
 
 use std::sync::Arc;
@@ -83,8 +84,8 @@ impl Component for ConnectorsComponent {
             .iter()
             .map(|c| ctx.scheme.events_of(&c.name))
             .collect();
+        // `latest` subscribes before the sources start, so their first values are seen.
         vec![
-            ChildSpec::supervisor(CONNECTORS, spec),
             ChildSpec::task(LATEST, move || {
                 let (latest, bus, subjects) = (latest.clone(), bus.clone(), subjects.clone());
                 Box::pin(async move {
@@ -94,6 +95,7 @@ impl Component for ConnectorsComponent {
                         .map_err(|e| e.to_string())
                 })
             }),
+            ChildSpec::supervisor(CONNECTORS, spec),
         ]
     }
 
