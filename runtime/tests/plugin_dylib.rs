@@ -5,9 +5,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,24 +27,7 @@ fn testkit() -> &'static Path {
     &support::testkit().0
 }
 
-/// Compiles C source into a shared library in `dir`.
-fn c_library(dir: &Path, name: &str, source: &str) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, source).unwrap();
-    let so = dir.join(format!("lib{name}.so"));
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&so)
-        .arg(&c)
-        .output()
-        .expect("a C compiler (cc) is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    so
-}
+use support::c_library;
 
 #[test]
 fn the_testkit_plugin_loads_with_its_manifest() {

@@ -281,39 +281,44 @@ impl Source for Panicky {
 
 plugin_vtable!(PANICKY_VT: Panicky, source);
 
+/// A `Panicky` connector instance `id` as a worker child, spawned under the stable name its
+/// supervisor gives it.
+fn panicky_child(rig: &Rig, id: &'static str, config: serde_json::Value) -> ChildSpec {
+    let spec = spec(id, "panicky", config.clone());
+    let board = rig.board.clone();
+    let broker = rig.broker.clone();
+    ChildSpec::worker(id, move |supervisor| {
+        let component_id = child_name(&supervisor, id);
+        let config = config.clone();
+        let args = ConnectorArgs {
+            spec: spec.clone(),
+            component_id: component_id.clone(),
+            board: board.clone(),
+            broker: broker.clone(),
+            transport: Arc::new(move || {
+                Box::new(StaticTransport::<Panicky>::new(
+                    &PANICKY_VT,
+                    id,
+                    config.clone(),
+                ))
+            }),
+        };
+        Box::pin(async move {
+            let (a, _) =
+                Actor::spawn_linked(Some(component_id), ConnectorActor, args, supervisor).await?;
+            Ok(a.get_cell())
+        })
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_read_batch_restarts_the_instance_and_no_event_is_lost() {
     let rig = rig().await;
     let mut sub = rig.bus.subscribe("mw.ev.p1.>").await.unwrap();
     let config = serde_json::json!({ "total": 500, "panic_at": 200 });
-    let spec = spec("p1", "panicky", config.clone());
-    let board = rig.board.clone();
-    let broker = rig.broker.clone();
     let sup_spec = SupervisorSpec::new(Strategy::OneForOne)
         .intensity(RestartIntensity::new(5, Duration::from_secs(10)))
-        .child(ChildSpec::worker("p1", move |supervisor| {
-            let component_id = child_name(&supervisor, "p1");
-            let config = config.clone();
-            let args = ConnectorArgs {
-                spec: spec.clone(),
-                component_id: component_id.clone(),
-                board: board.clone(),
-                broker: broker.clone(),
-                transport: Arc::new(move || {
-                    Box::new(StaticTransport::<Panicky>::new(
-                        &PANICKY_VT,
-                        "p1",
-                        config.clone(),
-                    ))
-                }),
-            };
-            Box::pin(async move {
-                let (a, _) =
-                    Actor::spawn_linked(Some(component_id), ConnectorActor, args, supervisor)
-                        .await?;
-                Ok(a.get_cell())
-            })
-        }));
+        .child(panicky_child(&rig, "p1", config));
     let _tree = Tree::spawn_on(rig.board.clone(), "n", sup_spec).await;
     let mut counts: HashMap<u64, u32> = HashMap::new();
     while counts.len() < 500 {
@@ -374,34 +379,9 @@ async fn a_source_that_reaches_its_end_is_finished_and_does_not_degrade_its_supe
     let rig = rig().await;
     // A pure source that ends after three events.
     let config = serde_json::json!({ "total": 3, "panic_at": u64::MAX });
-    let spec = spec("e1", "panicky", config.clone());
-    let board = rig.board.clone();
-    let broker = rig.broker.clone();
     let sup_spec = SupervisorSpec::new(Strategy::OneForOne).child(
-        ChildSpec::worker("e1", move |supervisor| {
-            let component_id = child_name(&supervisor, "e1");
-            let config = config.clone();
-            let args = ConnectorArgs {
-                spec: spec.clone(),
-                component_id: component_id.clone(),
-                board: board.clone(),
-                broker: broker.clone(),
-                transport: Arc::new(move || {
-                    Box::new(StaticTransport::<Panicky>::new(
-                        &PANICKY_VT,
-                        "e1",
-                        config.clone(),
-                    ))
-                }),
-            };
-            Box::pin(async move {
-                let (a, _) =
-                    Actor::spawn_linked(Some(component_id), ConnectorActor, args, supervisor)
-                        .await?;
-                Ok(a.get_cell())
-            })
-        })
-        .restart(millwright_kernel::supervisor::RestartType::Transient),
+        panicky_child(&rig, "e1", config)
+            .restart(millwright_kernel::supervisor::RestartType::Transient),
     );
     let tree = Tree::spawn_on(rig.board.clone(), "fin", sup_spec).await;
     let e1 = wait_state(&rig.board, "fin/e1", "finished").await;
