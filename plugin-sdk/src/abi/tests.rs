@@ -98,12 +98,12 @@ impl Host for Counting {
 }
 
 fn header() -> &'static PluginHeader {
-    &millwright_plugin_header_v3
+    &millwright_plugin_header_v4
 }
 
 async fn instance(host: Arc<Counting>) -> HostedInstance {
     // SAFETY: this binary's own header, never unloaded.
-    let mut i = unsafe { HostedInstance::create(header(), host, "w") }.expect("an instance");
+    let i = unsafe { HostedInstance::create(header(), host, "w") }.expect("an instance");
     for r in [Request::open(json!({})), Request::Connect] {
         assert_eq!(i.request(&r).await.unwrap(), Response::Done);
     }
@@ -119,7 +119,7 @@ fn call(method: &str, payload: serde_json::Value) -> Request {
 
 #[test]
 fn the_symbol_is_the_header_and_names_the_abi_major() {
-    assert_eq!(HEADER_SYMBOL, "millwright_plugin_header_v3");
+    assert_eq!(HEADER_SYMBOL, "millwright_plugin_header_v4");
     assert_eq!(
         HEADER_SYMBOL,
         format!(
@@ -138,7 +138,7 @@ fn the_symbol_is_the_header_and_names_the_abi_major() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_ready_request_answers_at_once_and_a_waiting_one_through_the_completion() {
     let host = Arc::new(Counting::default());
-    let mut w = instance(host.clone()).await;
+    let w = instance(host.clone()).await;
     let echo = w.request(&call("echo", json!([1, 2]))).await.unwrap();
     assert_eq!(
         echo,
@@ -182,7 +182,7 @@ async fn a_ready_request_answers_at_once_and_a_waiting_one_through_the_completio
 #[tokio::test(flavor = "current_thread")]
 async fn the_instance_runtime_runs_spawned_tasks_between_requests() {
     let host = Arc::new(Counting::default());
-    let mut w = instance(host.clone()).await;
+    let w = instance(host.clone()).await;
     let answer = w.request(&call("later", json!(null))).await.unwrap();
     assert_eq!(
         answer,
@@ -200,7 +200,7 @@ async fn the_instance_runtime_runs_spawned_tasks_between_requests() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_panic_poisons_the_instance_only() {
-    let mut w = instance(Arc::new(Counting::default())).await;
+    let w = instance(Arc::new(Counting::default())).await;
     let Response::Error { error } = w.request(&call("panic", json!(null))).await.unwrap() else {
         panic!("an error")
     };
@@ -215,7 +215,7 @@ async fn a_panic_poisons_the_instance_only() {
         matches!(&error, ConnectorError::Fatal(m) if m.contains("poisoned")),
         "{error:?}"
     );
-    let mut other = instance(Arc::new(Counting::default())).await;
+    let other = instance(Arc::new(Counting::default())).await;
     assert_eq!(
         other.request(&call("echo", json!(1))).await.unwrap(),
         Response::Reply { payload: json!(1) }
@@ -225,7 +225,7 @@ async fn a_panic_poisons_the_instance_only() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_given_up_on_keeps_the_instance_busy_and_destroy_releases_the_host_once() {
     let host = Arc::new(Counting::default());
-    let mut w = instance(host.clone()).await;
+    let w = instance(host.clone()).await;
     // A request the host gives up on: the future is dropped, the plugin goes on waiting.
     let gave_up = tokio::time::timeout(
         Duration::from_millis(100),
