@@ -540,7 +540,7 @@ mod tests {
         else {
             panic!("a refusal")
         };
-        assert!(reason.contains("speaks plugin protocol 3.0"), "{reason}");
+        assert!(reason.contains("speaks plugin protocol 4.0"), "{reason}");
         assert!(reason.contains("the host 1.x"), "{reason}");
         assert!(reason.contains("rebuild the plugin"), "{reason}");
     }
