@@ -320,7 +320,9 @@ impl Baseline {
         self.stdin.write_all(b"\n").expect("the baseline reads");
         self.stdin.flush().expect("the baseline reads");
         let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("the baseline answers");
+        self.stdout
+            .read_line(&mut line)
+            .expect("the baseline answers");
         line.trim().parse().expect("a count")
     }
 }
@@ -541,9 +543,8 @@ fn print_targets(rows: &[Row], base_rss: Option<u64>) {
     for load in [Load::Busy, Load::Idle] {
         let row = find(10_000, load);
         // A node that never got ready or never stopped fails the target it was run for.
-        let within = |d: Option<Duration>| {
-            row.map(|_| d.is_some_and(|d| d <= Duration::from_secs(10)))
-        };
+        let within =
+            |d: Option<Duration>| row.map(|_| d.is_some_and(|d| d <= Duration::from_secs(10)));
         println!(
             "- {}: ready within 10 s at N = 10,000, {} ({} s)",
             verdict(within(row.and_then(|r| r.ready))),
