@@ -187,7 +187,7 @@ fn check_names_a_plugin_it_cannot_load_with_the_path_looked_at_and_the_versions(
     assert!(
         err.contains(&format!(
             "error: {file}: connectors.b.plugin: {}: plugin built for plugin ABI 1.x, but this \
-             node supports ABI 3.0 to 3.0",
+             node supports ABI 4.0 to 4.0",
             old.display()
         )),
         "the file and both versions: {err}"

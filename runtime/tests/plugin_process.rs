@@ -101,7 +101,7 @@ async fn a_plugin_of_protocol_1_json_is_refused_naming_the_versions() {
     let text = handshake_error(hello).await;
     assert!(
         text.contains("speaks plugin protocol 1.0")
-            && text.contains("supports 3.0 to 3.0")
+            && text.contains("supports 4.0 to 4.0")
             && text.contains("rebuild the plugin"),
         "{text}"
     );

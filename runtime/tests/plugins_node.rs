@@ -143,7 +143,7 @@ fn plugin_inspect_prints_the_manifest_and_refuses_non_plugins() {
     let (ok, text) = millwright(&["plugin", "inspect", lib.to_str().unwrap()]);
     assert!(ok, "{text}");
     assert!(text.contains("plugin testkit"), "{text}");
-    assert!(text.contains("abi 3.0"), "{text}");
+    assert!(text.contains("abi 4.0"), "{text}");
     assert!(text.contains("\"count\""), "the config schema: {text}");
     let (ok, text) = millwright(&[
         "plugin",

@@ -121,7 +121,17 @@ pub async fn read_until(
             seen.events.len(),
             seen.errors
         );
-        match host.read_batch(1000).await {
+        // A read waits for data: bounded here by what is left of the deadline.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(read) = tokio::time::timeout(left, host.read_batch(1000)).await else {
+            panic!(
+                "condition not met within {within:?} (a read waited for data): {} events, \
+                 errors {:?}",
+                seen.events.len(),
+                seen.errors
+            );
+        };
+        match read {
             Ok(batch) => {
                 host.ack(batch.token).await.unwrap();
                 seen.events.extend(batch.events);
