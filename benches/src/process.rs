@@ -99,7 +99,7 @@ pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok((limit.rlim_cur as u64, limit.rlim_max as u64))
+    Ok((limit.rlim_cur, limit.rlim_max))
 }
 
 /// Open file descriptors of process `pid` (entries of `/proc/<pid>/fd`).
