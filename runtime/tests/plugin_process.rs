@@ -45,6 +45,33 @@ async fn the_executable_shakes_hands_and_serves_requests_over_frames() {
     assert_eq!(batch.events[0].subject, "mw.ev.x1.seq");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_waits_for_data_and_an_interrupt_frame_lets_the_next_request_through() {
+    let timeout = Duration::from_millis(500);
+    let mut t = ProcessTransport::new(spec("iw", timeout));
+    // `stall_at: 0`: the first read waits and never has data.
+    let config = serde_json::json!({ "count": 5, "stall_at": 0 });
+    assert_eq!(
+        t.request(Request::open(config)).await.unwrap(),
+        Response::Done
+    );
+    assert_eq!(t.request(Request::Connect).await.unwrap(), Response::Done);
+    let read = t.request(Request::ReadBatch { max: 10 });
+    tokio::pin!(read);
+    // No answer, and no timeout either, for several call timeouts: a read waits for data.
+    assert!(
+        tokio::time::timeout(timeout * 4, read.as_mut())
+            .await
+            .is_err(),
+        "the read waits"
+    );
+    // A request sent now queues behind the read, until the interrupt frame ends the read.
+    let health = t.request(Request::Health);
+    t.interrupt();
+    assert_eq!(read.await.unwrap(), Response::Interrupted);
+    assert!(matches!(health.await.unwrap(), Response::Health { .. }));
+}
+
 /// A fake plugin executable that answers the handshake with `reply` (one JSON frame), then
 /// waits for its stdin to close.
 fn fake_plugin(dir: &Path, name: &str, reply: &[u8]) -> std::path::PathBuf {
