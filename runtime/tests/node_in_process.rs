@@ -150,6 +150,35 @@ async fn state_changes_are_published_and_calls_work_over_the_bus() {
 }
 
 #[tokio::test]
+async fn a_call_stuck_on_one_instance_does_not_hold_up_calls_to_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = boot("slow", dir.path()).await;
+    let reply = call(&node, "m1", "hang", json!({"for": "3s"})).await;
+    assert!(reply.get("ok").is_some(), "{reply}");
+    // Once m1 is stuck in its hung read, a call to it gets no answer within 300 ms ...
+    wait_until(WAIT, || async {
+        node.bus()
+            .request(
+                "mw.rpc.m1.status",
+                Headers::new(),
+                Bytes::new(),
+                Duration::from_millis(300),
+            )
+            .await
+            .is_err()
+    })
+    .await
+    .expect("m1 stops answering while its read hangs");
+    // ... while a call to m2, through the node's same rpc bridge, is answered at once.
+    let t0 = tokio::time::Instant::now();
+    let reply = call(&node, "m2", "status", Value::Null).await;
+    let took = t0.elapsed();
+    assert_eq!(reply["ok"]["instance"], "m2", "{reply}");
+    assert!(took < Duration::from_secs(1), "m2 answered in {took:?}");
+    node.shutdown(StopCause::Requested).await;
+}
+
+#[tokio::test]
 async fn a_failed_sim_restarts_with_the_same_identity() {
     let dir = tempfile::tempdir().unwrap();
     let node = boot("id", dir.path()).await;
