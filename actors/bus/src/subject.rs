@@ -675,6 +675,11 @@ mod tests {
             assert!(Pattern::parse(&s.states_of(name)).unwrap().matches(&st));
             let ctl = s.control(name, name);
             assert!(Pattern::parse(&s.controls_of(name)).unwrap().matches(&ctl));
+            let rpc = s.rpc(name, name);
+            validate_publish_subject(&rpc).unwrap();
+            assert!(Pattern::parse(&s.rpcs_of(name)).unwrap().matches(&rpc));
+            assert!(Pattern::parse(&s.all_rpcs()).unwrap().matches(&rpc));
+            assert!(!Pattern::parse(&s.all_rpcs()).unwrap().matches(&ev));
         }
     }
 }
