@@ -56,6 +56,10 @@ const LIVE_EVERY: Duration = Duration::from_millis(20);
 /// Generous: booting and the storm on a loaded 2-core machine.
 const STORM: Duration = Duration::from_secs(60);
 
+/// Held by each test for its whole run: under plain `cargo test` the two tests of this binary
+/// would otherwise run their nodes side by side (nextest runs them alone anyway).
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A node named `name` with `n` sims and default supervision, except `supervision`
 /// (extra `[supervision]` keys).
 fn storm_config(name: &str, dir: &std::path::Path, supervision: &str, n: usize) -> String {
@@ -276,6 +280,7 @@ async fn start(name: &str, dir: &std::path::Path, supervision: &str, n: usize) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_crashes_is_absorbed_per_instance() {
+    let _alone = ALONE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let n = instances();
     let node = start("storm", dir.path(), "", n).await;
@@ -402,6 +407,7 @@ async fn a_storm_of_crashes_is_absorbed_per_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_storm_counted_per_supervisor_escalates() {
+    let _alone = ALONE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let n = instances();
     let node = start(
