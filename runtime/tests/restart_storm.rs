@@ -339,8 +339,9 @@ async fn a_storm_of_crashes_is_absorbed_per_instance() {
         delays[delays.len() - 1]
     );
 
-    // They did crash together.
-    assert!(crash_spread < Duration::from_secs(2), "{crash_spread:?}");
+    // They did crash together: about a second apart at most (the time the calls take to
+    // reach them all), well within the 5 s intensity window.
+    assert!(crash_spread < Duration::from_secs(3), "{crash_spread:?}");
     // Each restart waited the base delay (100 ms) plus its own jitter (up to 20 %): the delays
     // differ from instance to instance, over most of the jitter's range.
     assert_eq!(delays.len(), n);
