@@ -1,7 +1,7 @@
 //! The in-process boundary: what a plugin `cdylib` exports and how the host calls it.
 //!
 //! Nothing Rust-ABI crosses it. A plugin library exports one static, frozen `#[repr(C)]`
-//! [`PluginHeader`] under the data symbol [`HEADER_SYMBOL`] (`millwright_plugin_header_v3`:
+//! [`PluginHeader`] under the data symbol [`HEADER_SYMBOL`] (`millwright_plugin_header_v4`:
 //! the ABI major is in the name, so a host never even finds the header of another major): a
 //! magic number, the ABI major and minor, the header's size, the SDK and rustc versions, the
 //! target, the panic strategy, then `extern "C"` function pointers. The host reads and checks
@@ -39,9 +39,19 @@
 //! poisons the instance (every later request is answered with
 //! [`ConnectorError::Fatal`](crate::connector::ConnectorError::Fatal)) and is reported as
 //! `Fatal` itself, so the host's supervisor restarts the instance; it never unwinds into the
-//! host. Each instance owns a tokio runtime with one worker thread (a `Handle` is not shareable
-//! across dynamic libraries), which runs the instance's waiting requests and its spawned tasks
-//! between calls. Logs and metrics reach the host through [`HostCallbacks`].
+//! host. All instances of a library share one tokio runtime with a few worker threads (the
+//! cores, 2 to 8, or `MILLWRIGHT_PLUGIN_THREADS`; a `Handle` is not shareable across dynamic
+//! libraries, so the runtime is the library's, not the node's), which runs the instances'
+//! waiting requests and spawned tasks between calls: threads do not grow with instances.
+//! Logs and metrics reach the host through [`HostCallbacks`].
+//!
+//! # Reads wait for data
+//!
+//! A source's read (ABI 4) waits until the source has data: an idle instance costs one
+//! pending future and no crossing at all. When the host needs the instance meanwhile (a call,
+//! a write, a pause, the close), it calls [`PluginHeader::interrupt`], the read answers
+//! [`Response::Interrupted`](crate::protocol::Response::Interrupted) at once, and the host
+//! sends its request.
 //!
 //! The plugin side is [`export_plugin!`](crate::export_plugin) (over [`plugin_side`]); the
 //! host side is [`host::HostedInstance`], which the node and the plugins' own tests use.
@@ -57,7 +67,7 @@ use crate::manifest;
 /// `"MWPLUGIN"`: the first field of every header.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"MWPLUGIN");
 /// The exported header's symbol (the ABI major is part of it).
-pub const HEADER_SYMBOL: &str = "millwright_plugin_header_v3";
+pub const HEADER_SYMBOL: &str = "millwright_plugin_header_v4";
 /// The prefix of the header symbol of any ABI major from 3 on, for telling a user which major
 /// a library was built for.
 pub const HEADER_SYMBOL_PREFIX: &str = "millwright_plugin_header_v";
@@ -255,14 +265,20 @@ pub struct PluginHeader {
     pub create: extern "C" fn(host: *const HostCallbacks, instance: StrRef) -> *mut c_void,
     /// Starts one request (encoded with [`codec`](crate::codec)) and returns without
     /// blocking: the answer at once, or later through `completion` (see [`Started`]). One
-    /// request at a time per instance: the host starts the next after the previous answered
-    /// (or after it gave up on it: a later request then waits for the earlier one inside the
-    /// plugin).
+    /// request at a time per instance: the host starts the next after the previous answered,
+    /// after it interrupted a waiting read (`interrupt`), or after it gave up on it; a later
+    /// request then waits for the earlier one inside the plugin.
     pub start:
         extern "C" fn(instance: *mut c_void, request: StrRef, completion: Completion) -> Started,
-    /// Ends an instance without waiting for it: its requests still running are dropped on its
-    /// runtime (each answered through its completion with an error), then the runtime stops.
+    /// Ends an instance without waiting for it: its requests still running are dropped at
+    /// their next await (each answered through its completion with an error); the shared
+    /// runtime goes on for the library's other instances.
     pub destroy: extern "C" fn(instance: *mut c_void),
+    /// Ends the instance's latest read if it still waits for data (ABI 4): it answers
+    /// [`Response::Interrupted`](crate::protocol::Response::Interrupted) through its
+    /// completion, and the host can send its next request. Never blocks; does nothing when no
+    /// read waits.
+    pub interrupt: extern "C" fn(instance: *mut c_void),
     /// Frees a buffer this plugin returned.
     pub free: extern "C" fn(buffer: OwnedBuffer),
 }
@@ -276,6 +292,7 @@ pub const fn header(
     create: extern "C" fn(*const HostCallbacks, StrRef) -> *mut c_void,
     start: extern "C" fn(*mut c_void, StrRef, Completion) -> Started,
     destroy: extern "C" fn(*mut c_void),
+    interrupt: extern "C" fn(*mut c_void),
 ) -> PluginHeader {
     PluginHeader {
         magic: MAGIC,
@@ -291,6 +308,7 @@ pub const fn header(
         start,
         destroy,
         free,
+        interrupt,
     }
 }
 
@@ -305,7 +323,7 @@ pub extern "C" fn free(buffer: OwnedBuffer) {
 
 /// Exports a plugin from a `cdylib`: `export_plugin!(VTABLE_STATIC, PluginType);`.
 ///
-/// Generates the static header [`HEADER_SYMBOL`] (`millwright_plugin_header_v3`), whose
+/// Generates the static header [`HEADER_SYMBOL`] (`millwright_plugin_header_v4`), whose
 /// functions are [`plugin_side`]'s for the plugin type.
 #[macro_export]
 macro_rules! export_plugin {
@@ -336,16 +354,21 @@ macro_rules! export_plugin {
                 // SAFETY: the host honours `PluginHeader::destroy`'s contract.
                 unsafe { $crate::abi::plugin_side::destroy::<$ty>(instance) }
             }
+            pub(super) extern "C" fn interrupt(instance: *mut ::std::ffi::c_void) {
+                // SAFETY: the host honours `PluginHeader::interrupt`'s contract.
+                unsafe { $crate::abi::plugin_side::interrupt::<$ty>(instance) }
+            }
         }
 
         /// The plugin's header (see `millwright_plugin_sdk::abi`).
         #[unsafe(no_mangle)]
         #[allow(non_upper_case_globals, reason = "the ABI's symbol name")]
-        pub static millwright_plugin_header_v3: $crate::abi::PluginHeader = $crate::abi::header(
+        pub static millwright_plugin_header_v4: $crate::abi::PluginHeader = $crate::abi::header(
             __millwright_plugin_export::manifest,
             __millwright_plugin_export::create,
             __millwright_plugin_export::start,
             __millwright_plugin_export::destroy,
+            __millwright_plugin_export::interrupt,
         );
     };
 }

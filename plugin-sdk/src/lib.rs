@@ -31,6 +31,7 @@ pub mod context;
 pub mod duration;
 pub mod event;
 pub mod harness;
+pub mod interrupt;
 pub mod manifest;
 pub mod protocol;
 pub mod retired;

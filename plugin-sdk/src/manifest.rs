@@ -22,16 +22,18 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// ABI 2 carries MessagePack ([`codec`](crate::codec)), with the envelope's id and times in
 /// binary; ABI 3 exports the in-process header as data (read before any plugin code runs) and
 /// replaces its blocking `handle` with a `start` that answers at once or calls back
-/// ([`abi`](crate::abi)). The manifest and the stdio handshake are JSON in all of them, so each
+/// ([`abi`](crate::abi)); ABI 4 makes a source's read wait for data, with an `interrupt` entry
+/// in the header, an `Interrupt` frame out of process and the `interrupted` response, and
+/// shares one runtime among a library's instances. The manifest and the stdio handshake are JSON in all of them, so each
 /// side can still read the other's versions and refuse with a message that names them.
-pub const ABI_MAJOR: u32 = 3;
+pub const ABI_MAJOR: u32 = 4;
 /// The minor version: a host accepts plugins with a minor at most its own (additions only).
 pub const ABI_MINOR: u32 = 0;
 
 /// Whether a plugin of ABI minor `minor` (of our major) can be loaded: minors only add.
 #[allow(
     clippy::absurd_extreme_comparisons,
-    reason = "ABI_MINOR is 0 today and grows; the comparison is for later minors"
+    reason = "ABI_MINOR starts at 0 for each major and grows; the comparison is for later minors"
 )]
 pub fn supports_minor(minor: u32) -> bool {
     minor <= ABI_MINOR

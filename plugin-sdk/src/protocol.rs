@@ -5,6 +5,9 @@
 //! the in-process ABI passes them as owned byte buffers, the out-of-process transport as
 //! length-prefixed frames, both encoded with [`codec`](crate::codec) (MessagePack). One request
 //! at a time per instance; each gets one response. Batches cross once per batch, not per event.
+//! A read waits until the source has data; the host ends a waiting read with an interrupt (see
+//! [`interrupt`](crate::interrupt)) when it needs the instance, and the read answers
+//! [`Response::Interrupted`].
 //!
 //! The enums are externally tagged (`{"read_batch": {"max": 64}}`, `"connect"`), not internally
 //! tagged: see [`codec`](crate::codec) for why.
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::connector::{AckToken, ConnectorError, Health, Kind, Plugin, SourceBatch, WriteResult};
 use crate::context::Context;
 use crate::event::Envelope;
+use crate::interrupt::ReadTicket;
 use crate::retired;
 
 /// A request from the host.
@@ -79,6 +83,15 @@ fn default_subject_prefix() -> String {
 }
 
 impl Request {
+    /// Whether this request reads from the source (`read_batch`, `ack_then_read`): it waits
+    /// until there is data, and the host may interrupt it.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Request::ReadBatch { .. } | Request::AckThenRead { .. }
+        )
+    }
+
     /// The `open` request with the default subject prefix (`mw`).
     pub fn open(config: serde_json::Value) -> Self {
         Request::Open {
@@ -119,6 +132,9 @@ pub enum Response {
         /// Why.
         error: ConnectorError,
     },
+    /// A read the host interrupted before it had data: nothing was read (an `ack_then_read`'s
+    /// ack was done).
+    Interrupted,
 }
 
 /// A boxed, sendable future (what the vtable's entries return).
@@ -233,12 +249,23 @@ impl<P: Plugin> Adapter<P> {
         &self.ctx
     }
 
-    /// Handles one request.
+    /// Handles one request; a read waits until the source has data (see [`serve`](Self::serve)
+    /// for a read the host can interrupt).
     ///
     /// # Cancel safety
     /// Not cancel safe: dropping the future may leave the connector mid-call; the host then
     /// treats the instance as poisoned and restarts it.
     pub async fn handle(&mut self, request: Request) -> Response {
+        self.serve(request, None).await
+    }
+
+    /// Handles one request; a read (`read_batch`, or the read of `ack_then_read`) with a
+    /// `ticket` answers [`Response::Interrupted`] as soon as the ticket's read is interrupted
+    /// (dropping the source's read future at its await).
+    ///
+    /// # Cancel safety
+    /// As [`handle`](Self::handle).
+    pub async fn serve(&mut self, request: Request, ticket: Option<ReadTicket>) -> Response {
         let done = |r: Result<(), ConnectorError>| match r {
             Ok(()) => Response::Done,
             Err(error) => Response::Error { error },
@@ -293,10 +320,7 @@ impl<P: Plugin> Adapter<P> {
                 Response::Done
             }
             Request::ReadBatch { max } => match vt.read_batch {
-                Some(f) => match f(p, ctx, max).await {
-                    Ok(batch) => Response::Batch { batch },
-                    Err(error) => Response::Error { error },
-                },
+                Some(f) => interruptible(f(p, ctx, max), ticket).await,
                 None => unsupported("source", P::ID),
             },
             Request::Ack { token } => match vt.ack {
@@ -305,10 +329,7 @@ impl<P: Plugin> Adapter<P> {
             },
             Request::AckThenRead { token, max } => match (vt.ack, vt.read_batch) {
                 (Some(ack), Some(read)) => match ack(p, ctx, token).await {
-                    Ok(()) => match read(p, ctx, max).await {
-                        Ok(batch) => Response::Batch { batch },
-                        Err(error) => Response::Error { error },
-                    },
+                    Ok(()) => interruptible(read(p, ctx, max), ticket).await,
                     Err(error) => Response::Error { error },
                 },
                 _ => unsupported("source", P::ID),
@@ -329,6 +350,32 @@ impl<P: Plugin> Adapter<P> {
             },
         }
     }
+}
+
+/// A source's read, ended early (the future dropped at its await) when `ticket`'s read is
+/// interrupted.
+async fn interruptible(
+    read: BoxFuture<'_, Result<SourceBatch, ConnectorError>>,
+    ticket: Option<ReadTicket>,
+) -> Response {
+    let answer = |r: Result<SourceBatch, ConnectorError>| match r {
+        Ok(batch) => Response::Batch { batch },
+        Err(error) => Response::Error { error },
+    };
+    let Some(ticket) = ticket else {
+        return answer(read.await);
+    };
+    let Some(interrupted) = ticket.arm() else {
+        return Response::Interrupted;
+    };
+    let response = tokio::select! {
+        biased;
+        // A dropped sender (the interrupts gone with the host's side) is not an interrupt.
+        Ok(()) = interrupted => Response::Interrupted,
+        r = read => answer(r),
+    };
+    ticket.disarm();
+    response
 }
 
 #[cfg(test)]

@@ -10,8 +10,11 @@
 //!    a host and a plugin of different majors still read each other's versions and say which.
 //! 2. **Requests.** After the handshake every message is a [`Frame`] encoded with
 //!    [`codec`](crate::codec) (MessagePack; protocol 1 used JSON). The host sends `Request {
-//!    id, request }`; the plugin answers `Response { id, response }`. One request at a time.
-//!    Between them the plugin may send `Log` and `Metric` frames (its context's output).
+//!    id, request }`; the plugin answers `Response { id, response }`. One request at a time,
+//!    except that a read waits until the source has data: the host ends a waiting read with
+//!    `Interrupt { id }` (protocol 4) when it needs the instance, the read answers
+//!    `interrupted`, and the requests sent meanwhile are served in order. Between them the
+//!    plugin may send `Log` and `Metric` frames (its context's output).
 //! 3. **Heartbeats.** The plugin sends `Heartbeat` every [`HEARTBEAT_INTERVAL`] from a thread
 //!    of its own, so the host tells a plugin that is busy (heartbeats, no answer yet) from one
 //!    that hangs or is gone (no heartbeats); the host also bounds every call by a timeout.
@@ -38,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::connector::Plugin;
 use crate::context::{Context, Host, LogRecord, MetricUpdate};
+use crate::interrupt::ReadInterrupts;
 use crate::manifest::{ABI_MAJOR, ABI_MINOR, Manifest};
 use crate::protocol::{Adapter, Request, Response, VTable};
 
@@ -100,6 +104,13 @@ pub enum Frame {
     },
     /// The plugin process is alive (plugin → host).
     Heartbeat,
+    /// End the read of request `id` if it waits for data, or as soon as it starts (host →
+    /// plugin, protocol 4): it answers `interrupted`. Sent while the read is outstanding,
+    /// so that the host can send its next request.
+    Interrupt {
+        /// The read request's id.
+        id: u64,
+    },
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -295,7 +306,8 @@ fn raw_stdout() -> io::Result<Box<dyn Write + Send>> {
 /// Serves plugin `P` on stdin/stdout until the host closes stdin; returns the process' exit
 /// status (0 after a clean end, 2 after a refused handshake, 1 on an I/O error).
 pub fn serve<P: Plugin>(vtable: &'static VTable<P>) -> std::process::ExitCode {
-    let served = raw_stdout().and_then(|out| serve_on(vtable, io::stdin().lock(), out));
+    let served =
+        raw_stdout().and_then(|out| serve_on(vtable, io::BufReader::new(io::stdin()), out));
     match served {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
@@ -313,7 +325,7 @@ fn lock<W>(out: &SharedOut<W>) -> io::Result<std::sync::MutexGuard<'_, Out<W>>> 
 /// [`serve`] on any input and output (the process' own, or a test's).
 fn serve_on<P: Plugin, W: Write + Send + 'static>(
     vtable: &'static VTable<P>,
-    mut input: impl BufRead,
+    mut input: impl BufRead + Send + 'static,
     output: W,
 ) -> io::Result<u8> {
     let out: SharedOut<W> = Arc::new(Mutex::new(Out {
@@ -380,17 +392,45 @@ fn serve_on<P: Plugin, W: Write + Send + 'static>(
         Arc::new(StdioHost(out.clone())),
     );
     let mut adapter = Adapter::new(vtable, ctx);
-    let mut body = Vec::with_capacity(64 << 10);
-    while read_body(&mut input, &mut body)? {
-        let Frame::Request { id, request } = decode_frame(&body)? else {
-            continue;
-        };
-        let close = matches!(request, Request::Close);
-        let response = runtime.block_on(adapter.handle(request));
-        lock(&out)?.send(&Frame::Response { id, response })?;
-        if close {
-            break;
+    // Frames are read on a thread of their own, so that an `Interrupt` reaches a read that
+    // waits for data while requests queue behind it.
+    let interrupts = ReadInterrupts::new();
+    let (requests, mut queued) = tokio::sync::mpsc::unbounded_channel::<(u64, Request)>();
+    let reader_interrupts = interrupts.clone();
+    let reader = std::thread::spawn(move || -> io::Result<()> {
+        let mut body = Vec::with_capacity(64 << 10);
+        while read_body(&mut input, &mut body)? {
+            let sent = match decode_frame(&body)? {
+                Frame::Request { id, request } => requests.send((id, request)).is_ok(),
+                Frame::Interrupt { id } => {
+                    reader_interrupts.interrupt(id);
+                    true
+                }
+                _ => true,
+            };
+            if !sent {
+                break;
+            }
         }
+        Ok(())
+    });
+    let closed = runtime.block_on(async {
+        while let Some((id, request)) = queued.recv().await {
+            let close = matches!(request, Request::Close);
+            let ticket = request.is_read().then(|| interrupts.ticket(id));
+            let response = adapter.serve(request, ticket).await;
+            lock(&out)?.send(&Frame::Response { id, response })?;
+            if close {
+                return Ok::<bool, io::Error>(true);
+            }
+        }
+        Ok(false)
+    })?;
+    if !closed {
+        // The host closed stdin (or sent something unreadable): the reader's outcome is ours.
+        reader
+            .join()
+            .map_err(|_| io::Error::other("the frame reader panicked"))??;
     }
     Ok(0)
 }
@@ -493,14 +533,14 @@ mod tests {
         input.extend_from_slice(&(v1_hello.len() as u32).to_be_bytes());
         input.extend_from_slice(v1_hello);
         let out = Shared::default();
-        let code = serve_on(VEC_SOURCE, input.as_slice(), out.clone()).unwrap();
+        let code = serve_on(VEC_SOURCE, io::Cursor::new(input), out.clone()).unwrap();
         assert_eq!(code, 2);
         let written = out.0.lock().unwrap().clone();
         let Some(Handshake::Refused { reason }) = read_handshake(&mut written.as_slice()).unwrap()
         else {
             panic!("a refusal")
         };
-        assert!(reason.contains("speaks plugin protocol 3.0"), "{reason}");
+        assert!(reason.contains("speaks plugin protocol 4.0"), "{reason}");
         assert!(reason.contains("the host 1.x"), "{reason}");
         assert!(reason.contains("rebuild the plugin"), "{reason}");
     }
@@ -536,7 +576,7 @@ mod tests {
         }
         let out = Shared::default();
         assert_eq!(
-            serve_on(VEC_SOURCE, input.as_slice(), out.clone()).unwrap(),
+            serve_on(VEC_SOURCE, io::Cursor::new(input), out.clone()).unwrap(),
             0
         );
         let written = out.0.lock().unwrap().clone();

@@ -5,7 +5,7 @@
 //! found, the versions supported and the fix:
 //!
 //! 1. `dlopen` the file (not a shared library: [`PluginError::NotALibrary`]);
-//! 2. find the header symbol of *our* ABI major (`millwright_plugin_header_v3`); if it is
+//! 2. find the header symbol of *our* ABI major (`millwright_plugin_header_v4`); if it is
 //!    missing, look for another major's (or the entry function of ABI 1 and 2) to say which one
 //!    the plugin was built for ([`PluginError::WrongAbi`]), else [`PluginError::NoEntry`];
 //! 3. read the static header, which is data: no plugin code runs before these checks pass:
@@ -259,15 +259,34 @@ impl DylibTransport {
 }
 
 impl Transport for DylibTransport {
-    fn request(&mut self, request: Request) -> BoxFuture<'_, Result<Response, TransportError>> {
+    fn request(
+        &mut self,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, TransportError>> {
+        // Started here (the plugin polls it once on this thread): requests start in call order.
+        let started = self.instance.start(&request);
+        let read = request.is_read();
+        let timeout = self.call_timeout;
         Box::pin(async move {
+            let answer = started.map_err(|e| TransportError::Gone(e.to_string()))?;
+            if read {
+                // A read waits for data as long as the source has none; the actor interrupts
+                // it when it needs the instance (and that request's timeout covers both).
+                return answer
+                    .await
+                    .map_err(|e| TransportError::Gone(e.to_string()));
+            }
             // A request the plugin answers at once never reaches the timer.
-            match tokio::time::timeout(self.call_timeout, self.instance.request(&request)).await {
+            match tokio::time::timeout(timeout, answer).await {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(e)) => Err(TransportError::Gone(e.to_string())),
-                Err(_) => Err(TransportError::Timeout(self.call_timeout)),
+                Err(_) => Err(TransportError::Timeout(timeout)),
             }
         })
+    }
+
+    fn interrupt(&mut self) {
+        self.instance.interrupt();
     }
 }
 
@@ -291,8 +310,10 @@ pub fn transport_factory(
 struct Broken(TransportError);
 
 impl Transport for Broken {
-    fn request(&mut self, _: Request) -> BoxFuture<'_, Result<Response, TransportError>> {
+    fn request(&mut self, _: Request) -> BoxFuture<'static, Result<Response, TransportError>> {
         let e = self.0.clone();
         Box::pin(async move { Err(e) })
     }
+
+    fn interrupt(&mut self) {}
 }

@@ -16,10 +16,10 @@
 //! handshake with both versions named. Each frame is one `write` of one buffer (reused per
 //! instance); the plugin's stdout is read through a buffer by a task of its own.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use millwright_connect::{BoxFuture, NodeHost, Transport, TransportError};
 use millwright_plugin_sdk::context::Host;
@@ -27,8 +27,8 @@ use millwright_plugin_sdk::manifest::{ABI_MAJOR, ABI_MINOR, Manifest};
 use millwright_plugin_sdk::protocol::{Request, Response};
 use millwright_plugin_sdk::stdio::{self, Frame, HEARTBEAT_INTERVAL, Handshake};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
 
 /// Heartbeats missed before a plugin process counts as hung.
 const MISSED_BEATS: u32 = 6;
@@ -46,22 +46,59 @@ pub struct ProcessSpec {
     pub call_timeout: Duration,
 }
 
-struct Running {
+/// A running plugin process: frames go out through the writer task, responses come back
+/// through the reader task to the request that waits for them (by id).
+struct Link {
     _child: Child,
-    stdin: ChildStdin,
-    /// The encode buffer of the frames to the plugin.
-    out: Vec<u8>,
-    frames: mpsc::Receiver<Frame>,
-    last_beat: Arc<AtomicU64>,
-    started: Instant,
-    manifest: Manifest,
+    /// Encoded frames, written to the process' stdin in this order by the writer task.
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    /// The requests waiting for their response, by id.
+    waiting: Waiting,
+    /// Why the process stopped serving, once it did.
+    gone: Arc<Mutex<Option<String>>>,
+}
+
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Link {
+    /// Sends request `id` and returns where its response will come.
+    fn send(
+        &self,
+        id: u64,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Response>, TransportError> {
+        if let Some(why) = lock(&self.gone).clone() {
+            return Err(gone(why));
+        }
+        let mut frame = Vec::new();
+        stdio::encode_frame(&mut frame, &Frame::Request { id, request }).map_err(gone)?;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(id, tx);
+        self.frames
+            .send(frame)
+            .map_err(|_| gone("the plugin process is gone"))?;
+        Ok(rx)
+    }
+
+    fn why_gone(&self) -> String {
+        lock(&self.gone)
+            .clone()
+            .unwrap_or_else(|| "the plugin process exited".to_owned())
+    }
 }
 
 /// A [`Transport`] to an out-of-process instance; starts the process on first use.
 pub struct ProcessTransport {
     spec: ProcessSpec,
-    running: Option<Running>,
+    link: Arc<tokio::sync::Mutex<Option<Link>>>,
+    manifest: Arc<OnceLock<Manifest>>,
     next_id: u64,
+    /// The id of the last read sent (what `interrupt` names).
+    last_read: u64,
 }
 
 impl std::fmt::Debug for ProcessTransport {
@@ -69,7 +106,6 @@ impl std::fmt::Debug for ProcessTransport {
         f.debug_struct("ProcessTransport")
             .field("program", &self.spec.program)
             .field("instance", &self.spec.instance)
-            .field("running", &self.running.is_some())
             .finish()
     }
 }
@@ -106,191 +142,253 @@ impl ProcessTransport {
     pub fn new(spec: ProcessSpec) -> Self {
         Self {
             spec,
-            running: None,
+            link: Arc::new(tokio::sync::Mutex::new(None)),
+            manifest: Arc::new(OnceLock::new()),
             next_id: 0,
+            last_read: 0,
         }
     }
 
-    /// The manifest the running process sent in its `Hello`, if it runs.
+    /// The manifest the process sent in its `Hello`, once it started.
     pub fn manifest(&self) -> Option<&Manifest> {
-        self.running.as_ref().map(|r| &r.manifest)
-    }
-
-    async fn start(&mut self) -> Result<(), TransportError> {
-        let mut child = Command::new(&self.spec.program)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            // Its own process group: a Ctrl-C in the terminal reaches only the node, which
-            // then stops its plugins in order (it does not die under the node mid-shutdown).
-            .process_group(0)
-            .spawn()
-            .map_err(|e| gone(format!("cannot start {}: {e}", self.spec.program.display())))?;
-        let mut stdin = child.stdin.take().ok_or_else(|| gone("no stdin"))?;
-        let stdout = child.stdout.take().ok_or_else(|| gone("no stdout"))?;
-        let mut stdout = BufReader::with_capacity(64 << 10, stdout);
-        let stderr = child.stderr.take().ok_or_else(|| gone("no stderr"))?;
-        let instance = self.spec.instance.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::warn!(instance = %instance, "plugin stderr: {line}");
-            }
-        });
-        let mut out = Vec::with_capacity(4 << 10);
-        stdio::encode_handshake(
-            &mut out,
-            &Handshake::Hello {
-                major: ABI_MAJOR,
-                minor: ABI_MINOR,
-                instance: Some(self.spec.instance.clone()),
-                manifest: None,
-            },
-        )
-        .map_err(gone)?;
-        stdin.write_all(&out).await.map_err(gone)?;
-        let hello = tokio::time::timeout(self.spec.call_timeout, read_handshake(&mut stdout))
-            .await
-            .map_err(|_| TransportError::Timeout(self.spec.call_timeout))?;
-        let manifest = match hello {
-            Ok(Some(Handshake::Hello {
-                major,
-                minor,
-                manifest: Some(manifest),
-                ..
-            })) if major == ABI_MAJOR && millwright_plugin_sdk::manifest::supports_minor(minor) => {
-                *manifest
-            }
-            Ok(Some(Handshake::Hello { major, minor, .. })) => {
-                return Err(gone(format!(
-                    "{} speaks plugin protocol {major}.{minor}; this node supports \
-                     {ABI_MAJOR}.0 to {ABI_MAJOR}.{ABI_MINOR}; rebuild the plugin",
-                    self.spec.program.display()
-                )));
-            }
-            Ok(Some(Handshake::Refused { reason })) => return Err(gone(reason)),
-            Ok(None) => {
-                return Err(gone(format!(
-                    "{} exited without answering the handshake; is it a Millwright plugin?",
-                    self.spec.program.display()
-                )));
-            }
-            Err(e) => {
-                return Err(gone(format!(
-                    "{} did not answer the handshake ({e}); is it a Millwright plugin of \
-                     protocol {ABI_MAJOR}.x?",
-                    self.spec.program.display()
-                )));
-            }
-        };
-        let (tx, frames) = mpsc::channel(64);
-        let last_beat = Arc::new(AtomicU64::new(0));
-        let beat = last_beat.clone();
-        let started = Instant::now();
-        let host = NodeHost {
-            plugin: manifest.id.clone(),
-        };
-        let instance = self.spec.instance.clone();
-        tokio::spawn(async move {
-            let mut body = Vec::with_capacity(64 << 10);
-            while let Ok(true) = read_body(&mut stdout, &mut body).await {
-                let frame = match stdio::decode_frame(&body) {
-                    Ok(frame) => frame,
-                    Err(e) => {
-                        tracing::warn!(instance = %instance, "unreadable frame from the plugin: {e}");
-                        break;
-                    }
-                };
-                if body.capacity() > LARGE_BUFFER {
-                    body = Vec::new();
-                }
-                match frame {
-                    Frame::Heartbeat => {
-                        beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    }
-                    Frame::Log { record } => host.log(&instance, record),
-                    Frame::Metric { update } => host.metric(&instance, update),
-                    other => {
-                        if tx.send(other).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        tracing::info!(plugin = %manifest.id, instance = %self.spec.instance, pid = child.id(), "plugin process started");
-        self.running = Some(Running {
-            _child: child,
-            stdin,
-            out,
-            frames,
-            last_beat,
-            started,
-            manifest,
-        });
-        Ok(())
-    }
-
-    async fn call(&mut self, request: Request) -> Result<Response, TransportError> {
-        if self.running.is_none() {
-            self.start().await?;
-        }
-        self.next_id += 1;
-        let id = self.next_id;
-        let timeout = self.spec.call_timeout;
-        let running = self.running.as_mut().expect("started above");
-        stdio::encode_frame(&mut running.out, &Frame::Request { id, request }).map_err(gone)?;
-        running
-            .stdin
-            .write_all(&running.out)
-            .await
-            .map_err(|e| gone(format!("the plugin process is gone ({e})")))?;
-        if running.out.capacity() > LARGE_BUFFER {
-            running.out = Vec::new();
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        let silence = HEARTBEAT_INTERVAL * MISSED_BEATS;
-        loop {
-            let wait = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .min(HEARTBEAT_INTERVAL);
-            match tokio::time::timeout(wait, running.frames.recv()).await {
-                Ok(Some(Frame::Response { id: got, response })) if got == id => {
-                    return Ok(response);
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => return Err(gone("the plugin process exited")),
-                Err(_) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(TransportError::Timeout(timeout));
-                    }
-                    let since_beat =
-                        running
-                            .started
-                            .elapsed()
-                            .saturating_sub(Duration::from_millis(
-                                running.last_beat.load(Ordering::Relaxed),
-                            ));
-                    if since_beat > silence {
-                        return Err(gone(format!("no heartbeat for {since_beat:?}")));
-                    }
-                }
-            }
-        }
+        self.manifest.get()
     }
 }
 
-impl Transport for ProcessTransport {
-    fn request(&mut self, request: Request) -> BoxFuture<'_, Result<Response, TransportError>> {
-        Box::pin(async move {
-            let result = self.call(request).await;
-            if result.is_err() {
-                // A failed process is not reused: the next incarnation starts a new one.
-                self.running = None;
+/// Starts the process and shakes hands.
+async fn start(
+    spec: &ProcessSpec,
+    manifest_slot: &OnceLock<Manifest>,
+) -> Result<Link, TransportError> {
+    let mut child = Command::new(&spec.program)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        // Its own process group: a Ctrl-C in the terminal reaches only the node, which
+        // then stops its plugins in order (it does not die under the node mid-shutdown).
+        .process_group(0)
+        .spawn()
+        .map_err(|e| gone(format!("cannot start {}: {e}", spec.program.display())))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| gone("no stdin"))?;
+    let stdout = child.stdout.take().ok_or_else(|| gone("no stdout"))?;
+    let mut stdout = BufReader::with_capacity(64 << 10, stdout);
+    let stderr = child.stderr.take().ok_or_else(|| gone("no stderr"))?;
+    let instance = spec.instance.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::warn!(instance = %instance, "plugin stderr: {line}");
+        }
+    });
+    let mut out = Vec::with_capacity(4 << 10);
+    stdio::encode_handshake(
+        &mut out,
+        &Handshake::Hello {
+            major: ABI_MAJOR,
+            minor: ABI_MINOR,
+            instance: Some(spec.instance.clone()),
+            manifest: None,
+        },
+    )
+    .map_err(gone)?;
+    stdin.write_all(&out).await.map_err(gone)?;
+    let hello = tokio::time::timeout(spec.call_timeout, read_handshake(&mut stdout))
+        .await
+        .map_err(|_| TransportError::Timeout(spec.call_timeout))?;
+    let manifest = match hello {
+        Ok(Some(Handshake::Hello {
+            major,
+            minor,
+            manifest: Some(manifest),
+            ..
+        })) if major == ABI_MAJOR && millwright_plugin_sdk::manifest::supports_minor(minor) => {
+            *manifest
+        }
+        Ok(Some(Handshake::Hello { major, minor, .. })) => {
+            return Err(gone(format!(
+                "{} speaks plugin protocol {major}.{minor}; this node supports \
+                 {ABI_MAJOR}.0 to {ABI_MAJOR}.{ABI_MINOR}; rebuild the plugin",
+                spec.program.display()
+            )));
+        }
+        Ok(Some(Handshake::Refused { reason })) => return Err(gone(reason)),
+        Ok(None) => {
+            return Err(gone(format!(
+                "{} exited without answering the handshake; is it a Millwright plugin?",
+                spec.program.display()
+            )));
+        }
+        Err(e) => {
+            return Err(gone(format!(
+                "{} did not answer the handshake ({e}); is it a Millwright plugin of \
+                 protocol {ABI_MAJOR}.x?",
+                spec.program.display()
+            )));
+        }
+    };
+    let waiting: Waiting = Arc::default();
+    let why: Arc<Mutex<Option<String>>> = Arc::default();
+    let host = NodeHost {
+        plugin: manifest.id.clone(),
+    };
+    tracing::info!(plugin = %manifest.id, instance = %spec.instance, pid = child.id(), "plugin process started");
+    let _ = manifest_slot.set(manifest);
+    // The writer: frames in the order the requests were made, one write each.
+    let (frames, mut to_write) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (writer_waiting, writer_why) = (waiting.clone(), why.clone());
+    tokio::spawn(async move {
+        while let Some(frame) = to_write.recv().await {
+            if let Err(e) = stdin.write_all(&frame).await {
+                fail_all(
+                    &writer_waiting,
+                    &writer_why,
+                    format!("the plugin process is gone ({e})"),
+                );
+                return;
             }
-            result
+        }
+    });
+    // The reader: responses to whoever waits for them, logs and metrics to the node, and
+    // silence (no heartbeat) as the end of the process.
+    let (reader_waiting, reader_why) = (waiting.clone(), why.clone());
+    let instance = spec.instance.clone();
+    tokio::spawn(async move {
+        let silence = HEARTBEAT_INTERVAL * MISSED_BEATS;
+        let mut body = Vec::with_capacity(64 << 10);
+        let why = loop {
+            let frame = match tokio::time::timeout(silence, read_body(&mut stdout, &mut body)).await
+            {
+                Err(_) => break format!("no heartbeat for {silence:?}"),
+                Ok(Ok(true)) => match stdio::decode_frame(&body) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        tracing::warn!(instance = %instance, "unreadable frame from the plugin: {e}");
+                        break format!("unreadable frame from the plugin: {e}");
+                    }
+                },
+                Ok(Ok(false)) => break "the plugin process exited".to_owned(),
+                Ok(Err(e)) => break format!("the plugin process is gone ({e})"),
+            };
+            if body.capacity() > LARGE_BUFFER {
+                body = Vec::new();
+            }
+            match frame {
+                Frame::Response { id, response } => {
+                    if let Some(waiter) = lock(&reader_waiting).remove(&id) {
+                        let _ = waiter.send(response);
+                    }
+                }
+                Frame::Log { record } => host.log(&instance, record),
+                Frame::Metric { update } => host.metric(&instance, update),
+                Frame::Heartbeat | Frame::Request { .. } | Frame::Interrupt { .. } => {}
+            }
+        };
+        fail_all(&reader_waiting, &reader_why, why);
+    });
+    Ok(Link {
+        _child: child,
+        frames,
+        waiting,
+        gone: why,
+    })
+}
+
+/// The process stopped serving: every waiting request fails with `why`.
+fn fail_all(waiting: &Waiting, gone: &Mutex<Option<String>>, why: String) {
+    lock(gone).get_or_insert(why);
+    lock(waiting).clear();
+}
+
+impl Transport for ProcessTransport {
+    fn start(&mut self) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move {
+            let mut link = self.link.lock().await;
+            if link.is_none() {
+                *link = Some(start(&self.spec, &self.manifest).await?);
+            }
+            Ok(())
         })
+    }
+
+    fn request(
+        &mut self,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, TransportError>> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let read = request.is_read();
+        if read {
+            self.last_read = id;
+        }
+        let timeout = self.spec.call_timeout;
+        // Sent now when the process runs (so frames go out in call order); otherwise the
+        // future starts the process first.
+        let mut request = Some(request);
+        let sent = match self.link.try_lock() {
+            Ok(link) => match (link.as_ref(), request.take()) {
+                (Some(l), Some(r)) => Some(l.send(id, r)),
+                (_, r) => {
+                    request = r;
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let (link, spec, manifest) = (self.link.clone(), self.spec.clone(), self.manifest.clone());
+        Box::pin(async move {
+            let rx = match sent {
+                Some(sent) => sent,
+                None => {
+                    let mut guard = link.lock().await;
+                    if guard.is_none() {
+                        *guard = Some(start(&spec, &manifest).await?);
+                    }
+                    match (guard.as_ref(), request) {
+                        (Some(l), Some(r)) => l.send(id, r),
+                        _ => Err(gone("the plugin process did not start")),
+                    }
+                }
+            };
+            let outcome = match rx {
+                Err(e) => Err(e),
+                // A read waits for data as long as the source has none (the process' heartbeats
+                // and exit are watched by the reader meanwhile).
+                Ok(rx) if read => rx.await.map_err(|_| TransportError::Gone(String::new())),
+                Ok(rx) => match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(_)) => Err(TransportError::Gone(String::new())),
+                    Err(_) => Err(TransportError::Timeout(timeout)),
+                },
+            };
+            match outcome {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    // A failed process is not reused: the next request starts a new one.
+                    let dead = link.lock().await.take();
+                    Err(match (e, dead) {
+                        (TransportError::Gone(why), Some(dead)) if why.is_empty() => {
+                            gone(dead.why_gone())
+                        }
+                        (TransportError::Gone(why), None) if why.is_empty() => {
+                            gone("the plugin process exited")
+                        }
+                        (e, _) => e,
+                    })
+                }
+            }
+        })
+    }
+
+    fn interrupt(&mut self) {
+        if let Ok(link) = self.link.try_lock()
+            && let Some(link) = link.as_ref()
+        {
+            let mut frame = Vec::new();
+            if stdio::encode_frame(&mut frame, &Frame::Interrupt { id: self.last_read }).is_ok() {
+                let _ = link.frames.send(frame);
+            }
+        }
     }
 }
 

@@ -1,20 +1,20 @@
-//! The liveness watchdog: pings every connector and records an observation on one that stops
-//! answering ("not answering"), so a hang is visible on `/health`, in metrics and on the bus,
-//! not only a crash.
+//! The liveness watchdog: records an observation on a connector that stops answering ("not
+//! answering"), so a hang is visible on `/health`, in metrics and on the bus, not only a
+//! crash.
 //!
-//! A supervisor sees crashes, not hangs: a hung actor is alive but never reads its mailbox.
-//! The watchdog asks each of them for its state every `watchdog.interval`, waiting at most
-//! `watchdog.timeout`. On a timeout it records an [`Observation`] from source `watchdog` on the
-//! component (once) and counts `mw_watchdog_unresponsive_total`; on the next answer, or when
-//! the component is no longer running (between a crash and its restart, which its supervisor
-//! reports), it clears it. It never writes the component's state: the observation sits beside
+//! A supervisor sees crashes, not hangs: a hung actor is alive but never gets back to its
+//! mailbox. Every connector marks the start and end of each message it handles on its
+//! [`BusyMark`]; the watchdog reads all marks in one sweep every `watchdog.interval` (no
+//! message to anyone, so its cost does not grow with idle components). One busy in a single
+//! message for longer than its allowance (`watchdog.timeout`, or the connector's call timeout
+//! if longer) gets an [`Observation`] from source `watchdog` (once) and counts
+//! `mw_watchdog_unresponsive_total`; when it gets back to its mailbox, or stops (between a
+//! crash and its restart, which its supervisor reports), it is cleared. It never writes the component's state: the observation sits beside
 //! it and folds into the component's health (see `millwright_kernel::lifecycle::observation`).
 
 use std::time::Duration;
 
-use millwright_connect as connector;
-use millwright_kernel::lifecycle::{Observation, State, StatusBoard};
-use millwright_kernel::reach::ReachError;
+use millwright_kernel::lifecycle::{BusyMark, Observation, StatusBoard};
 use millwright_kernel::supervisor::ChildSpec;
 use millwright_kernel::supervisor::task::TaskLoop;
 use tokio::time::MissedTickBehavior;
@@ -24,23 +24,16 @@ use crate::config::WatchdogConfig;
 /// The source name of the watchdog's observations.
 pub const SOURCE: &str = "watchdog";
 
-/// One component the watchdog pings, by its registry name.
+/// One component the watchdog watches, by its board id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// A connector instance, and how long it may take to answer (its call timeout: a ping
-    /// waits behind the plugin request in progress).
+    /// A connector instance, and how long one message may keep it busy (its call timeout: a
+    /// write or a call waits for the plugin that long).
     Connector(String, Duration),
 }
 
-/// What a ping found.
-enum Ping {
-    Answered(State),
-    Silent(Duration),
-    NotRunning,
-}
-
 impl Probe {
-    /// A connector's probe, which waits at most `timeout` (at least the watchdog's).
+    /// A connector's probe, allowed `timeout` in one handler (at least the watchdog's).
     pub fn connector(id: String, timeout: Duration) -> Self {
         Self::Connector(id, timeout)
     }
@@ -51,19 +44,15 @@ impl Probe {
         }
     }
 
-    async fn ping(&self, timeout: Duration) -> Ping {
+    fn allowance(&self, watchdog: Duration) -> Duration {
         match self {
-            Self::Connector(id, own) => match connector::ping(id, timeout.max(*own)).await {
-                Ok(state) => Ping::Answered(state),
-                Err(ReachError::Timeout { timeout, .. }) => Ping::Silent(timeout),
-                Err(_) => Ping::NotRunning,
-            },
+            Self::Connector(_, own) => watchdog.max(*own),
         }
     }
 }
 
-/// The `watchdog` task, a child of the root supervisor: one task that runs every probe's
-/// loop (each with its own interval, so one slow answer does not delay the others).
+/// The `watchdog` task, a child of the root supervisor: one loop that reads every probed
+/// component's busy mark once per `watchdog.interval` (one sweep, no message to anyone).
 pub fn child_spec(
     id: &str,
     board: StatusBoard,
@@ -73,50 +62,55 @@ pub fn child_spec(
     ChildSpec::task(id, move || {
         let (board, probes, config) = (board.clone(), probes.clone(), config.clone());
         let body: TaskLoop = Box::pin(async move {
-            futures::future::join_all(
-                probes
-                    .into_iter()
-                    .map(|p| probe(board.clone(), p, config.clone())),
-            )
-            .await;
+            sweep(board, probes, config).await;
             Ok(())
         });
         Box::pin(std::future::ready(Ok(body)))
     })
 }
 
-async fn probe(board: StatusBoard, probe: Probe, config: WatchdogConfig) {
-    let id = probe.id().to_owned();
+/// One probed component as the sweep sees it.
+struct Watched {
+    id: String,
+    mark: BusyMark,
+    allowance: Duration,
+    not_answering: bool,
+}
+
+async fn sweep(board: StatusBoard, probes: Vec<Probe>, config: WatchdogConfig) {
+    let mut watched: Vec<Watched> = probes
+        .iter()
+        .map(|p| Watched {
+            id: p.id().to_owned(),
+            mark: board.busy_mark(p.id()),
+            allowance: p.allowance(config.timeout),
+            not_answering: false,
+        })
+        .collect();
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut unresponsive = false;
     loop {
         tick.tick().await;
-        match probe.ping(config.timeout).await {
-            Ping::Answered(state) => {
-                if unresponsive {
-                    unresponsive = false;
-                    tracing::info!(component = %id, state = %state, "watchdog: component answers again");
-                    board.clear_observation(&id, SOURCE);
+        for w in &mut watched {
+            match w.mark.busy_for() {
+                Some(busy) if busy > w.allowance => {
+                    if !w.not_answering {
+                        w.not_answering = true;
+                        metrics::counter!("mw_watchdog_unresponsive_total", "component" => w.id.clone())
+                            .increment(1);
+                        let reason = format!(
+                            "not answering: busy in one message for more than {}",
+                            humantime::format_duration(w.allowance)
+                        );
+                        tracing::warn!(component = %w.id, %reason, "watchdog: component not answering");
+                        board.observe(&w.id, Observation::new(SOURCE, reason));
+                    }
                 }
-            }
-            Ping::Silent(timeout) => {
-                metrics::counter!("mw_watchdog_unresponsive_total", "component" => id.clone())
-                    .increment(1);
-                if !unresponsive {
-                    unresponsive = true;
-                    let reason = format!(
-                        "not answering: no reply to a liveness ping within {}",
-                        humantime::format_duration(timeout)
-                    );
-                    tracing::warn!(component = %id, %reason, "watchdog: component not answering");
-                    board.observe(&id, Observation::new(SOURCE, reason));
-                }
-            }
-            // Restarting: its supervisor reports that; start afresh with the next incarnation.
-            Ping::NotRunning => {
-                if std::mem::take(&mut unresponsive) {
-                    board.clear_observation(&id, SOURCE);
+                _ => {
+                    if std::mem::take(&mut w.not_answering) {
+                        tracing::info!(component = %w.id, "watchdog: component answers again");
+                        board.clear_observation(&w.id, SOURCE);
+                    }
                 }
             }
         }

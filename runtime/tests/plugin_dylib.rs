@@ -72,7 +72,7 @@ fn files_that_are_not_plugins_are_refused_with_the_file_and_the_fix() {
     let text = plugin_host::load(&plain).unwrap_err().to_string();
     assert!(text.contains("libplain.so"), "{text}");
     assert!(
-        text.contains("millwright_plugin_header_v3"),
+        text.contains("millwright_plugin_header_v4"),
         "names the missing symbol: {text}"
     );
     assert!(
@@ -120,7 +120,7 @@ fn files_that_are_not_plugins_are_refused_with_the_file_and_the_fix() {
         "liar",
         "struct h { unsigned long long magic; unsigned int major, minor, size, unwind;\n\
                     unsigned long long rest[32]; };\n\
-         struct h millwright_plugin_header_v3 = { 0x4d57504c5547494eULL, 1, 0, 0, 1, {0} };\n",
+         struct h millwright_plugin_header_v4 = { 0x4d57504c5547494eULL, 1, 0, 0, 1, {0} };\n",
     );
     let e = plugin_host::load(&liar).unwrap_err();
     assert!(matches!(e, PluginError::WrongAbi { .. }), "{e}");
@@ -133,7 +133,7 @@ fn files_that_are_not_plugins_are_refused_with_the_file_and_the_fix() {
     let magic = c_library(
         dir.path(),
         "magic",
-        "unsigned long long millwright_plugin_header_v3[16] = {42};\n",
+        "unsigned long long millwright_plugin_header_v4[16] = {42};\n",
     );
     let text = plugin_host::load(&magic).unwrap_err().to_string();
     assert!(text.contains("magic 0x2a"), "{text}");

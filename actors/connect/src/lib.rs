@@ -51,7 +51,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use millwright_broker::BrokerHandle;
 use millwright_kernel::lifecycle::StatusBoard;
-use millwright_kernel::lifecycle::{Event, Lifecycle, State};
+use millwright_kernel::lifecycle::{BusyMark, Event, Lifecycle, State};
 use millwright_kernel::reach::{self, ReachError};
 use millwright_kernel::supervisor::BackoffPolicy;
 pub use transport::{BoxFuture, NodeHost, StaticTransport, Transport, TransportError};
@@ -118,6 +118,10 @@ pub struct ConnectorActor;
 pub enum ConnectorMsg {
     /// Run the next step of the loop.
     Step,
+    /// The read in flight (by its number) answered.
+    ReadDone(u64, Result<Response, TransportError>),
+    /// The idle window since the last data may be over: check.
+    IdleCheck,
     /// Liveness: answered between steps with the current state.
     Ping(RpcReplyPort<State>),
     /// Stop reading from the source (the node's shutdown stops intake): answered once no read
@@ -167,6 +171,18 @@ pub struct ConnectorState {
     paused: bool,
     /// Events this incarnation read and the broker acknowledged.
     published_events: u64,
+    /// The number of the read in flight (it waits in the plugin until there is data).
+    reading: Option<u64>,
+    /// Reads started so far (numbers the reads, so a stale answer is recognised).
+    reads: u64,
+    /// The read in flight was interrupted (so its `Interrupted` answer is expected).
+    interrupted: bool,
+    /// Pauses waiting for the read in flight to end.
+    pausing: Vec<RpcReplyPort<()>>,
+    /// An `IdleCheck` is scheduled.
+    idle_check_scheduled: bool,
+    /// Marks how long the current message keeps the actor busy (the watchdog reads it).
+    busy: BusyMark,
 }
 
 impl std::fmt::Debug for ConnectorState {
@@ -200,6 +216,7 @@ impl Actor for ConnectorActor {
         myself.cast(ConnectorMsg::Step)?;
         tracing::info!(component = %args.component_id, plugin = %args.spec.plugin, "connector starting");
         Ok(ConnectorState {
+            busy: args.board.busy_mark(&args.component_id),
             args,
             transport,
             lifecycle,
@@ -211,6 +228,11 @@ impl Actor for ConnectorActor {
             source_done: false,
             paused: false,
             published_events: 0,
+            reading: None,
+            reads: 0,
+            interrupted: false,
+            pausing: Vec::new(),
+            idle_check_scheduled: false,
         })
     }
 
@@ -220,6 +242,8 @@ impl Actor for ConnectorActor {
         state: &mut ConnectorState,
     ) -> Result<(), ActorProcessingErr> {
         let _ = state.lifecycle.apply(Event::Stop);
+        // A read that waits for data is ended, so the ack and the close below can run.
+        state.interrupt_read();
         if state.phase != Phase::Open {
             if let Some(token) = state.published.take() {
                 let ack = state.transport.request(Request::Ack { token });
@@ -257,17 +281,33 @@ impl Actor for ConnectorActor {
         msg: ConnectorMsg,
         state: &mut ConnectorState,
     ) -> Result<(), ActorProcessingErr> {
+        // Read by the watchdog's sweep: how long this message keeps the actor busy.
+        let busy = state.busy.clone();
+        let _busy = busy.enter();
         match msg {
             ConnectorMsg::Step => {
                 state.step_scheduled = false;
                 state.step(&myself).await
+            }
+            ConnectorMsg::ReadDone(read, _) if state.reading != Some(read) => Ok(()),
+            ConnectorMsg::ReadDone(_, answer) => {
+                state.reading = None;
+                state.interrupted = false;
+                let next = state.read_done(answer).await;
+                for reply in state.pausing.drain(..) {
+                    let _ = reply.send(());
+                }
+                state.schedule(&myself, Some(next?))
+            }
+            ConnectorMsg::IdleCheck => {
+                state.idle_check_scheduled = false;
+                state.idle_check(&myself).await
             }
             ConnectorMsg::Ping(reply) => {
                 let _ = reply.send(state.lifecycle.state().clone());
                 Ok(())
             }
             ConnectorMsg::Pause(reply) => {
-                // The mailbox runs one message at a time: no read is in progress here.
                 if !state.paused {
                     state.paused = true;
                     tracing::info!(
@@ -276,17 +316,26 @@ impl Actor for ConnectorActor {
                         "source paused: no more reads"
                     );
                 }
-                let _ = reply.send(());
+                if state.reading.is_some() {
+                    // Answered once the read in flight has ended (and what it read is
+                    // published): no read is in progress after the answer.
+                    state.interrupt_read();
+                    state.pausing.push(reply);
+                } else {
+                    let _ = reply.send(());
+                }
                 Ok(())
             }
             // A request whose caller gave up (timed out) is not run late.
             ConnectorMsg::Write(_, reply) if reply.is_closed() => Ok(()),
             ConnectorMsg::Call(_, _, reply) if reply.is_closed() => Ok(()),
             ConnectorMsg::Write(events, reply) => {
+                state.interrupt_read();
                 let handled = state.write(events).await;
                 state.reply(&myself, reply, handled)
             }
             ConnectorMsg::Call(method, payload, reply) => {
+                state.interrupt_read();
                 let handled = state.respond(method, payload).await;
                 state.reply(&myself, reply, handled)
             }
@@ -338,7 +387,13 @@ impl ConnectorState {
                     && !self.source_done
                     && !self.paused =>
             {
-                self.read().await?
+                if self.reading.is_some() {
+                    Next::Park
+                } else if let Some(batch) = self.pending.take() {
+                    self.publish(batch).await?
+                } else {
+                    self.start_read(myself)
+                }
             }
             Phase::Ready | Phase::Parked => Next::Park,
         };
@@ -372,6 +427,14 @@ impl ConnectorState {
         next: Option<Next>,
     ) -> Result<(), ActorProcessingErr> {
         self.lifecycle.tick();
+        if !self.idle_check_scheduled
+            && let Some(due) = self.lifecycle.idle_due()
+        {
+            // One timer per idle window while data flows; none while the source is quiet.
+            self.idle_check_scheduled = true;
+            let wait = due.saturating_duration_since(tokio::time::Instant::now());
+            myself.send_after(wait, || ConnectorMsg::IdleCheck);
+        }
         let Some(next) = next else { return Ok(()) };
         if self.step_scheduled && !matches!(next, Next::Stop) {
             return Ok(());
@@ -478,6 +541,12 @@ impl ConnectorState {
     }
 
     async fn open(&mut self) -> Result<Next, ActorProcessingErr> {
+        self.transport
+            .start()
+            .await
+            .map_err(|e| -> ActorProcessingErr {
+                format!("plugin {}: {e}", self.args.spec.plugin).into()
+            })?;
         let request = Request::Open {
             config: self.args.spec.config.clone(),
             subject_prefix: self.args.spec.subject_prefix.clone(),
@@ -512,25 +581,75 @@ impl ConnectorState {
         }
     }
 
-    async fn read(&mut self) -> Result<Next, ActorProcessingErr> {
-        let batch = match self.pending.take() {
-            Some(batch) => batch,
-            None => {
-                let max = self.args.spec.max_batch.max(1);
-                let request = match self.published.take() {
-                    Some(token) => Request::AckThenRead { token, max },
-                    None => Request::ReadBatch { max },
-                };
-                match self.call(request).await? {
-                    Response::Batch { batch } => batch,
-                    Response::Error { error } => return self.failed(error),
-                    other => return Err(unexpected(&other)),
-                }
-            }
+    /// Starts the next read, which waits in the plugin until the source has data; its answer
+    /// comes back as [`ConnectorMsg::ReadDone`], so pings, calls, writes and pauses are served
+    /// meanwhile.
+    fn start_read(&mut self, myself: &ActorRef<ConnectorMsg>) -> Next {
+        let max = self.args.spec.max_batch.max(1);
+        let request = match self.published.take() {
+            Some(token) => Request::AckThenRead { token, max },
+            None => Request::ReadBatch { max },
         };
-        if batch.events.is_empty() {
-            return Ok(Next::After(self.args.spec.poll_interval));
+        self.reads += 1;
+        let read = self.reads;
+        self.reading = Some(read);
+        let answer = self.transport.request(request);
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let _ = me.cast(ConnectorMsg::ReadDone(read, answer.await));
+        });
+        Next::Park
+    }
+
+    /// The idle window since the last data is over: the instance goes `idle`, and, since a
+    /// quiet source and a hung plugin look the same until asked, it is asked for its health
+    /// once (bounded by the call timeout: no answer restarts it). Nothing periodic: a source
+    /// that stays quiet is not asked again.
+    async fn idle_check(
+        &mut self,
+        myself: &ActorRef<ConnectorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let was_active = matches!(self.lifecycle.state(), State::Active);
+        self.lifecycle.tick();
+        if was_active && matches!(self.lifecycle.state(), State::Idle) && self.phase == Phase::Ready
+        {
+            self.interrupt_read();
+            self.call(Request::Health).await?;
         }
+        self.schedule(myself, None)
+    }
+
+    /// Ends the read in flight if it waits for data (its answer still comes as `ReadDone`).
+    fn interrupt_read(&mut self) {
+        if self.reading.is_some() && !self.interrupted {
+            self.interrupted = true;
+            self.transport.interrupt();
+        }
+    }
+
+    /// What the read's answer means for the loop.
+    async fn read_done(
+        &mut self,
+        answer: Result<Response, TransportError>,
+    ) -> Result<Next, ActorProcessingErr> {
+        let answer = answer.map_err(|e| -> ActorProcessingErr {
+            format!("plugin {}: {e}", self.args.spec.plugin).into()
+        })?;
+        match answer {
+            Response::Batch { batch } if batch.events.is_empty() => {
+                // A source that cannot wait for data asks to be polled this way.
+                Ok(Next::After(self.args.spec.poll_interval))
+            }
+            Response::Batch { batch } => self.publish(batch).await,
+            Response::Interrupted => Ok(Next::Now),
+            Response::Error { error } => self.failed(error),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Publishes a batch read from the source through the broker; acknowledged to the plugin
+    /// with the next read once the broker has it.
+    async fn publish(&mut self, batch: SourceBatch) -> Result<Next, ActorProcessingErr> {
         let n = batch.events.len();
         tracing::debug!(component = %self.args.component_id, events = n, "source read");
         match self.args.broker.publish_batch(batch.events.clone()).await {

@@ -13,6 +13,7 @@ use millwright_plugin_sdk::connector::Plugin;
 use millwright_plugin_sdk::context::{
     CancelHandle, Context, Host, Level, LogRecord, MetricKind, MetricUpdate,
 };
+use millwright_plugin_sdk::interrupt::ReadInterrupts;
 use millwright_plugin_sdk::protocol::{Adapter, Request, Response, VTable};
 
 /// The transport failed; the instance must be restarted.
@@ -31,16 +32,38 @@ pub enum TransportError {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One plugin instance's end of the wire.
+///
+/// A request is started when [`request`](Transport::request) is called, in call order, and
+/// its answer is a future that does not borrow the transport, so the connector actor can keep
+/// a read in flight (it waits until the source has data) while it handles other messages.
+/// Every request but a read is bounded by the instance's call timeout; a read is bounded by
+/// nothing (an idle source costs nothing) until the actor [interrupts](Transport::interrupt)
+/// it, after which the next request's timeout covers it too (that request queues behind it).
 pub trait Transport: Send + 'static {
-    /// Sends one request and waits for its response.
-    fn request(&mut self, request: Request) -> BoxFuture<'_, Result<Response, TransportError>>;
+    /// Gets the transport ready (starts a plugin process); called once, before the first
+    /// request. Default: nothing to do.
+    fn start(&mut self) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Starts one request and returns its response to await.
+    fn request(&mut self, request: Request)
+    -> BoxFuture<'static, Result<Response, TransportError>>;
+
+    /// Ends the read in flight if it waits for data: it answers [`Response::Interrupted`].
+    /// Does nothing when no read is in flight.
+    fn interrupt(&mut self);
 }
 
-/// A connector linked into the node, called through the SDK's adapter on the actor's own task.
-/// A panic in the connector is a panic of the actor, which its supervisor restarts.
+/// A connector linked into the node, called through the SDK's adapter on the task that awaits
+/// the answer. A panic in the connector is a panic of that task: the request fails and the
+/// actor's supervisor restarts the instance.
 #[derive(Debug)]
 pub struct StaticTransport<P: Plugin> {
-    adapter: Adapter<P>,
+    adapter: Arc<tokio::sync::Mutex<Adapter<P>>>,
+    interrupts: ReadInterrupts,
+    /// The id of the last read started.
+    reads: u64,
     /// Cancels the instance's context when the transport (the incarnation) goes.
     _cancel: CancelHandle,
 }
@@ -58,15 +81,40 @@ impl<P: Plugin> StaticTransport<P> {
             }),
         );
         Self {
-            adapter: Adapter::new(vtable, ctx),
+            adapter: Arc::new(tokio::sync::Mutex::new(Adapter::new(vtable, ctx))),
+            interrupts: ReadInterrupts::new(),
+            reads: 0,
             _cancel: cancel,
         }
     }
 }
 
 impl<P: Plugin> Transport for StaticTransport<P> {
-    fn request(&mut self, request: Request) -> BoxFuture<'_, Result<Response, TransportError>> {
-        Box::pin(async move { Ok(self.adapter.handle(request).await) })
+    fn request(
+        &mut self,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, TransportError>> {
+        let ticket = request.is_read().then(|| {
+            self.reads += 1;
+            self.interrupts.ticket(self.reads)
+        });
+        // Locked in call order (the mutex is fair), so requests run in the order they came.
+        let adapter = self.adapter.clone().lock_owned();
+        Box::pin(async move {
+            let mut adapter = adapter.await;
+            let served = tokio::spawn(async move { adapter.serve(request, ticket).await });
+            served.await.map_err(|e| {
+                TransportError::Gone(if e.is_panic() {
+                    "the connector panicked".to_owned()
+                } else {
+                    e.to_string()
+                })
+            })
+        })
+    }
+
+    fn interrupt(&mut self) {
+        self.interrupts.interrupt(self.reads);
     }
 }
 

@@ -12,12 +12,15 @@
 //! - [`board`]: the [`StatusBoard`], the one owner of every component's state; its state
 //!   changes only through [`StatusBoard::apply`], which runs the table;
 //! - [`handle`]: [`Lifecycle`], a component's handle on its own entry;
+//! - [`busy`]: [`BusyMark`], how long a component has been inside one handler, which the
+//!   watchdog reads in one sweep instead of pinging every component;
 //! - [`observation`]: what outside judges (the watchdog; any monitor that judges a component
 //!   from outside) record beside the state, and the one rule that folds both into [`Health`].
 //!
 //! Dependencies inside the module point one way: `handle -> board -> {table, observation}`.
 
 pub mod board;
+pub mod busy;
 pub mod handle;
 pub mod observation;
 pub mod table;
@@ -27,6 +30,7 @@ mod tests;
 use std::time::Duration;
 
 pub use board::{ComponentStatus, StateChange, StatusBoard};
+pub use busy::BusyMark;
 pub use handle::Lifecycle;
 pub use observation::{Health, Observation};
 pub use table::{Event, IllegalTransition, State, aggregate};

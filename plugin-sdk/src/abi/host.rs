@@ -1,15 +1,20 @@
 //! The host side of the in-process boundary: one plugin instance behind a checked header,
 //! called without blocking.
 //!
-//! [`HostedInstance::request`] encodes the request, calls the header's `start`, and either
-//! decodes the answer at once or awaits the plugin's [`Completion`] (a oneshot channel the
-//! completion callback sends on). The future is cancel-safe: dropped while the plugin works,
-//! the late answer is freed when it arrives. The node's `DylibTransport` wraps this with its
+//! [`HostedInstance::start`] encodes the request, calls the header's `start`, and returns an
+//! [`AnswerFuture`] that either holds the answer already or awaits the plugin's
+//! [`Completion`] (a oneshot channel the completion callback sends on). The future owns what
+//! it needs and is cancel-safe: dropped while the plugin works, the late answer is freed when
+//! it arrives (the plugin's buffer is given back to its `free` on every path).
+//! [`HostedInstance::interrupt`] ends a read that waits for data. The node's `DylibTransport` wraps this with its
 //! call timeout; a plugin's own tests use it to call their `cdylib` entry points as the node
 //! does.
 
 use std::ffi::c_void;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::oneshot;
 
@@ -37,9 +42,11 @@ pub struct HostedInstance {
     raw: *mut c_void,
 }
 
-// SAFETY: the plugin's instances are built to move between threads (their state is `Send`,
-// their runtime is their own), and `&mut self` keeps one call at a time.
+// SAFETY: the plugin's instances are built to move between threads and to be started and
+// interrupted from any thread (their state is `Send`, shared parts are behind locks).
 unsafe impl Send for HostedInstance {}
+// SAFETY: as above: `start` and `interrupt` take `&self` and the plugin synchronises them.
+unsafe impl Sync for HostedInstance {}
 
 /// The host's end of the callbacks: the [`Host`] logs and metrics go to.
 type HostBox = Arc<dyn Host>;
@@ -69,12 +76,34 @@ extern "C" fn host_release(ctx: *const c_void) {
     drop(unsafe { Box::from_raw(ctx.cast::<HostBox>().cast_mut()) });
 }
 
-/// A plugin buffer on its way through a channel.
-struct Answer(OwnedBuffer);
+/// A plugin buffer, given back to the plugin's `free` when dropped: read or not (an answer
+/// that arrives after its caller gave up is freed where the channel drops it).
+struct Answer {
+    buffer: Option<OwnedBuffer>,
+    free: extern "C" fn(OwnedBuffer),
+}
 
 // SAFETY: an owned allocation; which thread frees it (through the plugin's `free`) does not
 // matter.
 unsafe impl Send for Answer {}
+
+impl Answer {
+    fn decode(self) -> Result<Response, CodecError> {
+        let bytes = self.buffer.as_ref().map(|b| {
+            // SAFETY: a live buffer the plugin returned, freed only when `self` drops below.
+            unsafe { b.as_bytes() }
+        });
+        codec::decode::<Response>(bytes.unwrap_or_default())
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            (self.free)(buffer);
+        }
+    }
+}
 
 /// What a [`Completion`]'s `ctx` points to.
 struct Pending {
@@ -83,11 +112,52 @@ struct Pending {
 }
 
 extern "C" fn host_complete(ctx: *mut c_void, answer: OwnedBuffer) {
-    // SAFETY: made by `Box::into_raw` in `request`, completed once (the plugin's promise).
+    // SAFETY: made by `Box::into_raw` in `start`, completed once (the plugin's promise).
     let pending = unsafe { Box::from_raw(ctx.cast::<Pending>()) };
-    if let Err(Answer(unwanted)) = pending.answer.send(Answer(answer)) {
-        // The caller gave up on the request.
-        (pending.free)(unwanted);
+    // Unwanted (the caller gave up): dropped here, which frees it.
+    let _ = pending.answer.send(Answer {
+        buffer: Some(answer),
+        free: pending.free,
+    });
+}
+
+/// The answer to one started request: already there, or on its way through the plugin's
+/// completion. Owns what it needs (it does not borrow the instance), so it may be awaited on
+/// another task; dropped unawaited, the answer is freed when it comes.
+#[derive(Debug)]
+pub struct AnswerFuture(AnswerState);
+
+enum AnswerState {
+    Ready(Option<Answer>),
+    Waiting(oneshot::Receiver<Answer>),
+}
+
+impl std::fmt::Debug for AnswerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ready(_) => "Ready",
+            Self::Waiting(_) => "Waiting",
+        })
+    }
+}
+
+impl Future for AnswerFuture {
+    type Output = Result<Response, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            AnswerState::Ready(answer) => match answer.take() {
+                Some(answer) => Poll::Ready(answer.decode().map_err(CallError::from)),
+                None => Poll::Ready(Err(CallError::Lost)),
+            },
+            AnswerState::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(answer)) => Poll::Ready(answer.decode().map_err(CallError::from)),
+                // The plugin calls the completion exactly once, also when it stops
+                // mid-request: a dropped sender is a broken promise.
+                Poll::Ready(Err(_)) => Poll::Ready(Err(CallError::Lost)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -115,11 +185,13 @@ impl HostedInstance {
         (!raw.is_null()).then_some(Self { header, raw })
     }
 
-    /// Sends one request and waits for its answer, without blocking the thread.
+    /// Starts one request now (the plugin polls it once on this thread) and returns its
+    /// answer to await, which does not borrow the instance. A read waits until the source
+    /// has data or [`interrupt`](Self::interrupt) ends it.
     ///
     /// # Errors
-    /// [`CallError`] when the request or the answer do not encode.
-    pub async fn request(&mut self, request: &Request) -> Result<Response, CallError> {
+    /// [`CallError::Codec`] when the request does not encode.
+    pub fn start(&self, request: &Request) -> Result<AnswerFuture, CallError> {
         let body = codec::encode(request)?;
         let (tx, rx) = oneshot::channel();
         let pending = Box::into_raw(Box::new(Pending {
@@ -134,18 +206,32 @@ impl HostedInstance {
                 complete: host_complete,
             },
         );
-        let answer = if started.ready == 1 {
+        let answer = Answer {
+            buffer: Some(started.answer),
+            free: self.header.free,
+        };
+        Ok(AnswerFuture(if started.ready == 1 {
             // SAFETY: answered at once, so the plugin never calls the completion: ours again.
             drop(unsafe { Box::from_raw(pending) });
-            started.answer
+            AnswerState::Ready(Some(answer))
         } else {
-            // The plugin calls the completion exactly once, also when it stops mid-request.
-            rx.await.map_err(|_| CallError::Lost)?.0
-        };
-        // SAFETY: a live buffer the plugin returned; freed right after by the plugin's `free`.
-        let decoded = codec::decode::<Response>(unsafe { answer.as_bytes() });
-        (self.header.free)(answer);
-        Ok(decoded?)
+            // The empty buffer of a pending start is the plugin's too.
+            drop(answer);
+            AnswerState::Waiting(rx)
+        }))
+    }
+
+    /// Ends the instance's waiting read (it answers `Interrupted`); nothing when none waits.
+    pub fn interrupt(&self) {
+        (self.header.interrupt)(self.raw);
+    }
+
+    /// Sends one request and waits for its answer, without blocking the thread.
+    ///
+    /// # Errors
+    /// [`CallError`] when the request or the answer do not encode.
+    pub async fn request(&self, request: &Request) -> Result<Response, CallError> {
+        self.start(request)?.await
     }
 }
 

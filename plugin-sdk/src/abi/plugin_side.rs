@@ -1,26 +1,29 @@
 //! The plugin side of the in-process boundary: what the functions of the header that
 //! [`export_plugin!`](crate::export_plugin) generates do.
 //!
-//! An instance is an [`Adapter`] behind an async mutex, a tokio runtime with one worker
-//! thread, and a poison flag. [`start`] decodes the request, builds the future that locks the
-//! adapter and handles the request, and polls it once on the caller's thread inside the
-//! runtime's context (so timers, I/O and `tokio::spawn` reach the instance's runtime). Done:
-//! the answer is returned. Not done: the future is spawned on the runtime, which polls it from
-//! then on, and its answer goes to the host's [`Completion`]. The mutex keeps one request at a
-//! time even when the host gave up on an earlier one that is still running.
+//! An instance is an [`Adapter`] behind an async mutex, a poison flag and its reads'
+//! interrupts; all instances of the library share one tokio runtime ([`RUNTIME`], a few
+//! worker threads). [`start`] decodes the request, builds the future that locks the adapter
+//! and handles the request, and polls it once on the caller's thread inside the runtime's
+//! context (so timers, I/O and `tokio::spawn` reach the shared runtime). Done: the answer is
+//! returned. Not done: the future is spawned on the runtime, which polls it from then on, and
+//! its answer goes to the host's [`Completion`]. A read waits until the source has data;
+//! [`interrupt`] ends it early. The mutex keeps one request at a time even when the host gave
+//! up on an earlier one that is still running.
 
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 
 use super::{Completion, HostCallbacks, OwnedBuffer, Started, StrRef};
 use crate::codec;
 use crate::connector::{ConnectorError, Plugin};
 use crate::context::{CancelHandle, Context, Host, LogRecord, MetricUpdate};
+use crate::interrupt::ReadInterrupts;
 use crate::manifest::Manifest;
 use crate::protocol::{Adapter, Request, Response, VTable};
 
@@ -78,16 +81,62 @@ impl Host for FfiHost {
     }
 }
 
-/// One instance behind the boundary.
+/// The tokio runtime every instance of this library shares, built by the first `create`:
+/// [`worker_threads`] workers and at most 16 blocking threads (started only when used). A
+/// tokio `Handle` cannot cross into another library (each links its own tokio), so the
+/// library's instances share this one runtime rather than the node's; the threads do not grow
+/// with the instances.
+static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+
+/// The environment variable that sets how many worker threads each plugin library's shared
+/// runtime has (default: the cores, at least 2 and at most 8).
+pub const THREADS_ENV: &str = "MILLWRIGHT_PLUGIN_THREADS";
+
+/// The shared runtime's worker threads: [`THREADS_ENV`], else the cores clamped to 2..=8 (two
+/// at least, so that one instance that blocks a thread does not stop the others).
+pub fn worker_threads() -> usize {
+    std::env::var(THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(2, 8)
+        })
+}
+
+fn shared_runtime(plugin: &str) -> Option<&'static tokio::runtime::Runtime> {
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(worker_threads())
+                .max_blocking_threads(16)
+                .thread_name(format!("mw-plugin-{plugin}"))
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// One instance behind the boundary: what it holds is its connector (in the adapter), its
+/// context, the bookkeeping of its reads, and the abort handles of its requests that wait.
 struct Instance<P: Plugin> {
-    /// `Some` until `destroy`.
+    /// `Some` until `destroy`. Locked by each request for its whole run.
     adapter: Option<Arc<tokio::sync::Mutex<Adapter<P>>>>,
-    /// Why the instance is poisoned: set by the first panic, then every request is refused.
+    /// Set by the first panic: every later request is refused.
     poisoned: Arc<OnceLock<String>>,
-    /// The size of recent answers, to allocate the next one at once (no regrowth).
+    /// About the size of recent answers, to allocate the next one at once (no regrowth).
     answer_size: Arc<AtomicUsize>,
-    /// `Some` until `destroy`, which shuts it down without waiting.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// The id of the last read started (reads are numbered from 1).
+    reads: AtomicU64,
+    /// Where `interrupt` ends the waiting read.
+    interrupts: ReadInterrupts,
+    /// The requests that wait on the shared runtime (finished ones are pruned as new ones
+    /// come), aborted by `destroy`.
+    waiting: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Cancels the instance's context when `destroy` drops it.
     cancel: Option<CancelHandle>,
 }
@@ -95,16 +144,16 @@ struct Instance<P: Plugin> {
 impl<P: Plugin> Drop for Instance<P> {
     fn drop(&mut self) {
         drop(self.cancel.take());
-        if let Some(runtime) = self.runtime.take() {
-            {
-                // The adapter (unless a running request still holds it) is dropped inside the
-                // runtime's context: a connector's sockets and timers deregister there.
-                let _entered = runtime.enter();
-                drop(self.adapter.take());
-            }
-            // Requests still running are dropped at their next await (answering their
-            // completion); a thread blocked outside an await is left to finish on its own.
-            runtime.shutdown_background();
+        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in waiting {
+            // Dropped at its next await, answering its completion with an error.
+            task.abort();
+        }
+        if let Some(runtime) = RUNTIME.get().and_then(Option::as_ref) {
+            // The adapter (unless a running request still holds it) is dropped inside the
+            // runtime's context: a connector's sockets and timers deregister there.
+            let _entered = runtime.enter();
+            drop(self.adapter.take());
         }
     }
 }
@@ -127,19 +176,15 @@ pub unsafe fn create<P: Plugin>(
     // SAFETY: the name is lent for the duration of this call.
     let name = unsafe { instance.as_str() }.unwrap_or("unnamed").to_owned();
     catch_unwind(AssertUnwindSafe(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(16)
-            .thread_name(format!("mw-plugin-{}", P::ID))
-            .enable_all()
-            .build()
-            .ok()?;
+        shared_runtime(P::ID)?;
         let (ctx, cancel) = Context::new(P::ID, &name, serde_json::Value::Null, host);
         let instance = Instance {
             adapter: Some(Arc::new(tokio::sync::Mutex::new(Adapter::new(vtable, ctx)))),
             poisoned: Arc::new(OnceLock::new()),
             answer_size: Arc::new(AtomicUsize::new(0)),
-            runtime: Some(runtime),
+            reads: AtomicU64::new(0),
+            interrupts: ReadInterrupts::new(),
+            waiting: Mutex::new(Vec::new()),
             cancel: Some(cancel),
         };
         Some(Box::into_raw(Box::new(instance)).cast::<c_void>())
@@ -279,7 +324,9 @@ unsafe fn start_request<P: Plugin>(
             "instance poisoned by an earlier panic: {why}"
         )));
     }
-    let (Some(runtime), Some(adapter)) = (inst.runtime.as_ref(), inst.adapter.clone()) else {
+    let (Some(runtime), Some(adapter)) =
+        (RUNTIME.get().and_then(Option::as_ref), inst.adapter.clone())
+    else {
         return refuse(ConnectorError::Fatal("the instance is stopping".to_owned()));
     };
     // SAFETY: lent for the duration of this call.
@@ -287,8 +334,12 @@ unsafe fn start_request<P: Plugin>(
         Ok(r) => r,
         Err(e) => return refuse(ConnectorError::Fatal(format!("unreadable request: {e}"))),
     };
+    let ticket = request.is_read().then(|| {
+        let id = inst.reads.fetch_add(1, Ordering::Relaxed) + 1;
+        inst.interrupts.ticket(id)
+    });
     let mut work = Guarded {
-        inner: Box::pin(async move { adapter.lock_owned().await.handle(request).await }),
+        inner: Box::pin(async move { adapter.lock_owned().await.serve(request, ticket).await }),
         poisoned: inst.poisoned.clone(),
         plugin: P::ID,
     };
@@ -303,13 +354,33 @@ unsafe fn start_request<P: Plugin>(
             // since the first poll is missed.
             let done = CompletionGuard(Some(completion));
             let recent = inst.answer_size.clone();
-            runtime.spawn(async move {
+            let task = runtime.spawn(async move {
                 let answer = work.await;
                 done.complete(encode_answer(&answer, &recent));
             });
+            let mut waiting = inst.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            waiting.retain(|t| !t.is_finished());
+            waiting.push(task.abort_handle());
             Started::pending()
         }
     }
+}
+
+/// The header's `interrupt` for `P`: ends the instance's latest read if it still waits (or
+/// as soon as it starts), which then answers `Interrupted`.
+///
+/// # Safety
+/// `instance` must come from [`create`] for the same `P` and not be destroyed.
+pub unsafe fn interrupt<P: Plugin>(instance: *mut c_void) {
+    if instance.is_null() {
+        return;
+    }
+    // SAFETY: made by `create::<P>` and alive (caller); only shared state is used.
+    let inst = unsafe { &*instance.cast::<Instance<P>>() };
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        inst.interrupts
+            .interrupt(inst.reads.load(Ordering::Relaxed));
+    }));
 }
 
 /// The header's `destroy` for `P`.

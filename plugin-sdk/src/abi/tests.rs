@@ -14,13 +14,19 @@ use serde_json::json;
 use super::host::HostedInstance;
 use super::{Completion, HEADER_SYMBOL, HostCallbacks, OwnedBuffer, PluginHeader, StrRef};
 use crate::codec;
-use crate::connector::{Connector, ConnectorError, Plugin, Responder};
+use crate::connector::{
+    AckToken, Connector, ConnectorError, Plugin, Responder, Source, SourceBatch,
+};
+use crate::event::Envelope;
 use crate::context::{Context, Host, LogRecord, MetricUpdate};
 use crate::protocol::{Request, Response};
 
 /// Answers `echo` at once; `sleep` after `{"ms": n}`; `forever` never; `later` at once, with a
-/// task that logs afterwards; `panic` by panicking.
-struct Waiter;
+/// task that logs afterwards; `panic` by panicking. As a source, it has data only after a
+/// `put` call (its read waits until then).
+struct Waiter {
+    put: Vec<serde_json::Value>,
+}
 
 #[derive(serde::Deserialize, schemars::JsonSchema)]
 struct WaiterConfig {}
@@ -32,7 +38,7 @@ impl Plugin for Waiter {
     const DESCRIPTION: &'static str = "waits on request";
 
     fn new(_: WaiterConfig, _: &Context) -> Result<Self, ConnectorError> {
-        Ok(Self)
+        Ok(Self { put: Vec::new() })
     }
 }
 
@@ -51,6 +57,10 @@ impl Responder for Waiter {
     ) -> Result<serde_json::Value, ConnectorError> {
         match method {
             "echo" => Ok(payload),
+            "put" => {
+                self.put.push(payload);
+                Ok(json!("put"))
+            }
             "sleep" => {
                 tokio::time::sleep(Duration::from_millis(payload["ms"].as_u64().unwrap_or(0)))
                     .await;
@@ -80,7 +90,29 @@ impl Responder for Waiter {
     }
 }
 
-crate::plugin_vtable!(WAITER: Waiter, responder);
+impl Source for Waiter {
+    async fn read_batch(
+        &mut self,
+        ctx: &Context,
+        _: usize,
+    ) -> Result<SourceBatch, ConnectorError> {
+        if self.put.is_empty() {
+            // No data: wait (until interrupted).
+            std::future::pending::<()>().await;
+        }
+        let events = std::mem::take(&mut self.put)
+            .into_iter()
+            .map(|v| Envelope::new(ctx.instance(), ctx.event_subject("put"), v))
+            .collect();
+        Ok(SourceBatch::new(AckToken(1), events))
+    }
+
+    async fn ack(&mut self, _: &Context, _: AckToken) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+crate::plugin_vtable!(WAITER: Waiter, source, responder);
 crate::export_plugin!(&WAITER, Waiter);
 
 /// Counts logs and whether the plugin released the host.
@@ -98,12 +130,12 @@ impl Host for Counting {
 }
 
 fn header() -> &'static PluginHeader {
-    &millwright_plugin_header_v3
+    &millwright_plugin_header_v4
 }
 
 async fn instance(host: Arc<Counting>) -> HostedInstance {
     // SAFETY: this binary's own header, never unloaded.
-    let mut i = unsafe { HostedInstance::create(header(), host, "w") }.expect("an instance");
+    let i = unsafe { HostedInstance::create(header(), host, "w") }.expect("an instance");
     for r in [Request::open(json!({})), Request::Connect] {
         assert_eq!(i.request(&r).await.unwrap(), Response::Done);
     }
@@ -119,7 +151,7 @@ fn call(method: &str, payload: serde_json::Value) -> Request {
 
 #[test]
 fn the_symbol_is_the_header_and_names_the_abi_major() {
-    assert_eq!(HEADER_SYMBOL, "millwright_plugin_header_v3");
+    assert_eq!(HEADER_SYMBOL, "millwright_plugin_header_v4");
     assert_eq!(
         HEADER_SYMBOL,
         format!(
@@ -138,7 +170,7 @@ fn the_symbol_is_the_header_and_names_the_abi_major() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_ready_request_answers_at_once_and_a_waiting_one_through_the_completion() {
     let host = Arc::new(Counting::default());
-    let mut w = instance(host.clone()).await;
+    let w = instance(host.clone()).await;
     let echo = w.request(&call("echo", json!([1, 2]))).await.unwrap();
     assert_eq!(
         echo,
@@ -182,7 +214,7 @@ async fn a_ready_request_answers_at_once_and_a_waiting_one_through_the_completio
 #[tokio::test(flavor = "current_thread")]
 async fn the_instance_runtime_runs_spawned_tasks_between_requests() {
     let host = Arc::new(Counting::default());
-    let mut w = instance(host.clone()).await;
+    let w = instance(host.clone()).await;
     let answer = w.request(&call("later", json!(null))).await.unwrap();
     assert_eq!(
         answer,
@@ -200,7 +232,7 @@ async fn the_instance_runtime_runs_spawned_tasks_between_requests() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_panic_poisons_the_instance_only() {
-    let mut w = instance(Arc::new(Counting::default())).await;
+    let w = instance(Arc::new(Counting::default())).await;
     let Response::Error { error } = w.request(&call("panic", json!(null))).await.unwrap() else {
         panic!("an error")
     };
@@ -215,7 +247,7 @@ async fn a_panic_poisons_the_instance_only() {
         matches!(&error, ConnectorError::Fatal(m) if m.contains("poisoned")),
         "{error:?}"
     );
-    let mut other = instance(Arc::new(Counting::default())).await;
+    let other = instance(Arc::new(Counting::default())).await;
     assert_eq!(
         other.request(&call("echo", json!(1))).await.unwrap(),
         Response::Reply { payload: json!(1) }
@@ -225,7 +257,7 @@ async fn a_panic_poisons_the_instance_only() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_given_up_on_keeps_the_instance_busy_and_destroy_releases_the_host_once() {
     let host = Arc::new(Counting::default());
-    let mut w = instance(host.clone()).await;
+    let w = instance(host.clone()).await;
     // A request the host gives up on: the future is dropped, the plugin goes on waiting.
     let gave_up = tokio::time::timeout(
         Duration::from_millis(100),
@@ -334,4 +366,81 @@ fn destroying_an_instance_answers_its_waiting_request_through_the_completion() {
         matches!(&error, ConnectorError::Fatal(m) if m.contains("stopped before it answered")),
         "{error:?}"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_read_waits_for_data_and_an_interrupt_lets_the_call_behind_it_run() {
+    let w = instance(Arc::new(Counting::default())).await;
+    let read = w.start(&Request::ReadBatch { max: 10 }).unwrap();
+    tokio::pin!(read);
+    assert!(
+        futures_poll_once(read.as_mut()).await.is_none(),
+        "no data: the read waits"
+    );
+    // A call started behind it waits for the instance (one request at a time)...
+    let put = w.start(&call("put", json!(7))).unwrap();
+    tokio::pin!(put);
+    assert!(futures_poll_once(put.as_mut()).await.is_none());
+    // ... until the node interrupts the read, which answers at once with nothing read.
+    w.interrupt();
+    assert_eq!(read.await.unwrap(), Response::Interrupted);
+    assert_eq!(put.await.unwrap(), Response::Reply { payload: json!("put") });
+    // The next read finds the data the call brought, without waiting.
+    let Response::Batch { batch } = w.request(&Request::ReadBatch { max: 10 }).await.unwrap() else {
+        panic!("a batch")
+    };
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].payload, json!(7));
+    // An interrupt with no read waiting changes nothing for the next read.
+    w.interrupt();
+    let read = w.start(&Request::ReadBatch { max: 10 }).unwrap();
+    tokio::pin!(read);
+    assert!(futures_poll_once(read.as_mut()).await.is_none(), "waits again");
+}
+
+#[test]
+fn instances_share_the_librarys_runtime_threads() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut waiting = Vec::new();
+        for _ in 0..300 {
+            let w = instance(Arc::new(Counting::default())).await;
+            // Each has a read that waits on the shared runtime.
+            let read = w.start(&Request::ReadBatch { max: 1 }).unwrap();
+            waiting.push((w, read));
+        }
+        let threads = plugin_threads();
+        assert!(
+            threads <= super::plugin_side::worker_threads() + 16,
+            "300 instances, {threads} plugin threads"
+        );
+        assert!(threads >= 1, "the shared runtime runs");
+        // Destroying them ends their waiting reads with an error answer.
+        let (w, read) = waiting.pop().unwrap();
+        drop(w);
+        assert!(matches!(read.await, Ok(Response::Error { .. })));
+    });
+}
+
+/// Threads of this process named after the waiter plugin's runtime.
+fn plugin_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("mw-plugin-waite"))
+        .count()
+}
+
+/// Polls `f` once: `Some` if it finished.
+async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }

@@ -298,14 +298,18 @@ impl Responder for CmmsHttp {
 }
 
 impl Source for CmmsHttp {
-    /// The outbox's next events; an empty batch at once when there are none (the host calls
-    /// one request at a time, so waiting here would hold up calls and writes).
+    /// The outbox's next events. With none, the read waits: only this instance's own calls
+    /// and writes fill the outbox, and each of them interrupts the read first (the host reads
+    /// again after it), so an idle CMMS connector costs nothing.
     async fn read_batch(
         &mut self,
         ctx: &Context,
         max: usize,
     ) -> Result<SourceBatch, ConnectorError> {
         let batch = self.outbox.read(max);
+        if batch.events.is_empty() {
+            std::future::pending::<()>().await;
+        }
         if !batch.events.is_empty() {
             ctx.counter("cmms_published_total", &[], batch.events.len() as u64);
         }

@@ -34,10 +34,10 @@ async fn the_in_process_entry_point_serves_the_plugin() {
     let cmms = Cmms::always(Reply::Json(201, json!({"id": "WO-9"}))).await;
     let base_url = cmms.base_url();
     let logs = Arc::new(Logs::default());
-    let header = &millwright_plugin_cmms_http::millwright_plugin_header_v3;
+    let header = &millwright_plugin_cmms_http::millwright_plugin_header_v4;
     assert_eq!(header.magic, MAGIC);
     // SAFETY: the header of the plugin linked into this test, which is never unloaded.
-    let mut instance = unsafe { HostedInstance::create(header, logs.clone(), "cmms") }
+    let instance = unsafe { HostedInstance::create(header, logs.clone(), "cmms") }
         .expect("the plugin makes an instance");
     let replies = async {
         let mut replies = Vec::new();

@@ -312,7 +312,33 @@ impl Connector for OpcUa {
 }
 
 impl Source for OpcUa {
+    /// Waits until there are samples (or the link drops, or the watchdog's time is up): an
+    /// idle subscription costs no crossing; the node interrupts the wait when it needs the
+    /// instance.
     async fn read_batch(
+        &mut self,
+        ctx: &Context,
+        max: usize,
+    ) -> Result<SourceBatch, ConnectorError> {
+        loop {
+            let batch = self.read_once(ctx, max).await?;
+            if !batch.events.is_empty() || ctx.is_cancelled() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    async fn ack(&mut self, _ctx: &Context, token: AckToken) -> Result<(), ConnectorError> {
+        while self.inflight.front().is_some_and(|(t, _)| *t <= token.0) {
+            self.inflight.pop_front();
+        }
+        Ok(())
+    }
+}
+
+impl OpcUa {
+    /// One wait for samples (one poll in polling mode); may return an empty batch.
+    async fn read_once(
         &mut self,
         ctx: &Context,
         max: usize,
@@ -341,11 +367,18 @@ impl Source for OpcUa {
                 }
                 let samples = self.samples.clone();
                 let state = link.state.clone();
-                // Wait up to a second for data, or for the link to drop.
+                // Wait for data, for the link to drop, or until the watchdog's time is up
+                // (keep-alives move it on).
+                let until_watchdog = if watchdog.is_zero() {
+                    Duration::from_secs(3600)
+                } else {
+                    watchdog.saturating_sub(self.samples.since_publish())
+                        + Duration::from_millis(10)
+                };
                 let wait = async move {
                     let mut state = state;
                     tokio::select! {
-                        () = samples.wait(Duration::from_secs(1)) => {}
+                        () = samples.wait(until_watchdog) => {}
                         _ = state.wait_for(|s| matches!(s, session::LinkState::Down(_))) => {}
                     }
                 };
@@ -357,7 +390,7 @@ impl Source for OpcUa {
             ModeConfig::Polling => {
                 let now = Instant::now();
                 if now < self.next_poll {
-                    let wait = (self.next_poll - now).min(Duration::from_secs(1));
+                    let wait = self.next_poll - now;
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = ctx.cancelled() => {}
@@ -399,13 +432,6 @@ impl Source for OpcUa {
         self.next_token += 1;
         self.inflight.push_back((self.next_token, events.clone()));
         Ok(SourceBatch::new(AckToken(self.next_token), events))
-    }
-
-    async fn ack(&mut self, _ctx: &Context, token: AckToken) -> Result<(), ConnectorError> {
-        while self.inflight.front().is_some_and(|(t, _)| *t <= token.0) {
-            self.inflight.pop_front();
-        }
-        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | crash | `fail_every` after each start, or the `fail` call | `read_batch` fails `Fatal`: the supervisor restarts the instance |
 //! | connection loss | `degrade_every`, for `degrade_for`, or the `degrade` call | reads and connects fail `NotConnected`: `degraded_connection`, backoff, recovery |
-//! | hang | once, `hang_after` after start, for `hang_for`, or the `hang` call | a read waits: past the instance's `call_timeout` the node gives up on it and restarts the instance |
+//! | hang | once, `hang_after` after start, for `hang_for`, or the `hang` call | the instance answers nothing (its reads produce nothing, calls and health checks wait): the node's next request to it (a call, a write, the health check when its data stops, a pause) gives up after the instance's `call_timeout` and restarts it |
 //!
 //! With `maintenance_every` it also asks for maintenance now and then: a work-order request on
 //! `<prefix>.ev.<instance>.maintenance_request`, which a `cmms-http` sink turns into a work
@@ -55,14 +55,15 @@ pub struct Sim {
     fail_next: bool,
     /// A hang asked for by a call (or the scheduled one, once due), and its length.
     hang_next: Option<Duration>,
+    /// The hang in progress: until then the instance answers nothing (reads wait, calls and
+    /// health checks wait too, so the node's call timeout gives up on them).
+    hung_until: Option<Instant>,
     scheduled_hang_done: bool,
     /// When the next maintenance request is due.
     next_maintenance: Option<Instant>,
     maintenance_requests: u64,
 }
 
-/// How long a read waits for the next round before returning an empty batch.
-const MAX_READ_WAIT: Duration = Duration::from_millis(250);
 /// Rounds more than this far behind are skipped, not caught up (after a hang, say).
 const MAX_BACKLOG_ROUNDS: u32 = 10;
 
@@ -85,6 +86,7 @@ impl Plugin for Sim {
             degraded_until: None,
             fail_next: false,
             hang_next: None,
+            hung_until: None,
             scheduled_hang_done: false,
             next_maintenance: config.maintenance_every.map(|d| now + d),
             maintenance_requests: 0,
@@ -94,6 +96,14 @@ impl Plugin for Sim {
 }
 
 impl Sim {
+    /// Waits out the hang in progress, if any.
+    async fn hang(&mut self) {
+        if let Some(until) = self.hung_until {
+            tokio::time::sleep_until(until).await;
+            self.hung_until = None;
+        }
+    }
+
     /// Why the machine is "unreachable" right now, if it is.
     fn connection_loss(&self, now: Instant) -> Option<String> {
         if self.degraded_until.is_some_and(|until| now < until) {
@@ -163,6 +173,7 @@ impl Connector for Sim {
     }
 
     async fn health(&mut self, _ctx: &Context) -> Health {
+        self.hang().await;
         match self.connection_loss(Instant::now()) {
             Some(reason) => Health::Degraded(reason),
             None => Health::Healthy,
@@ -197,8 +208,11 @@ impl Source for Sim {
         }
         if let Some(hang) = self.hang_next.take() {
             ctx.warn(format!("simulated hang for {hang:?}"));
-            tokio::time::sleep(hang).await;
+            self.hung_until = Some(now + hang);
         }
+        // Interrupted here (the node needs the instance), the hang goes on: the node's next
+        // request waits for it too, until its call timeout gives up on the instance.
+        self.hang().await;
         if let Some(batch) = &self.unacked {
             return Ok(batch.clone());
         }
@@ -206,7 +220,13 @@ impl Source for Sim {
             return Err(ConnectorError::EndOfInput);
         }
         if !self.config.interval.is_zero() && self.next_due > now {
-            tokio::time::sleep_until(self.next_due.min(now + MAX_READ_WAIT)).await;
+            // Waits for the next round however long it is (an interrupt from the node ends the
+            // wait; nothing is lost, the round is still due).
+            let mut due = self.next_due;
+            if let Some(m) = self.next_maintenance {
+                due = due.min(m);
+            }
+            tokio::time::sleep_until(due).await;
         }
         let now = Instant::now();
         let mut events = self.due_samples(ctx, now, max);
@@ -274,6 +294,7 @@ impl Responder for Sim {
                 ))
             })
         };
+        self.hang().await;
         let now = Instant::now();
         match method {
             "fail" => self.fail_next = true,

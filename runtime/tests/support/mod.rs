@@ -448,7 +448,9 @@ pub async fn run_with_fault(
         poll_interval: Duration::from_millis(10),
         backoff: BackoffPolicy::default(),
         republish_delay: Duration::from_millis(10),
-        idle_window: Duration::from_secs(30),
+        // A source whose data stops is asked for its health after this window: how a plugin
+        // that stopped answering mid-read is found (a read itself may wait for data forever).
+        idle_window: Duration::from_secs(1),
     });
     let factory = transport(instance);
     let (b, bo) = (board.clone(), broker.clone());

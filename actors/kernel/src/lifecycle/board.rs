@@ -95,6 +95,8 @@ struct Entry {
 #[derive(Debug)]
 struct Inner {
     entries: RwLock<BTreeMap<String, Entry>>,
+    /// One busy mark per component id (kept across incarnations), made on first use.
+    busy: std::sync::Mutex<std::collections::HashMap<String, super::busy::BusyMark>>,
     changes: broadcast::Sender<StateChange>,
     record_history: bool,
     rejected: AtomicU64,
@@ -135,6 +137,7 @@ impl StatusBoard {
         Self {
             inner: Arc::new(Inner {
                 entries: RwLock::new(BTreeMap::new()),
+                busy: std::sync::Mutex::default(),
                 changes,
                 record_history,
                 rejected: AtomicU64::new(0),
@@ -390,8 +393,20 @@ impl StatusBoard {
         }
     }
 
-    /// Removes `id` from the board (after it reached `removed`).
+    /// The [`BusyMark`](super::busy::BusyMark) of `id`: the same one for every incarnation,
+    /// so a judge that took it once keeps reading the live one.
+    pub fn busy_mark(&self, id: &str) -> super::busy::BusyMark {
+        let mut marks = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
+        marks.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Removes `id` from the board (after it reached `removed`), and its busy mark.
     pub fn forget(&self, id: &str) {
+        self.inner
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         self.inner.entries.write().remove(id);
     }
 

@@ -96,6 +96,15 @@ impl Lifecycle {
         }
     }
 
+    /// When the idle window since the last data ends, while the component is `active`
+    /// (`None` otherwise): when [`tick`](Self::tick) would move it to `idle` if no data came.
+    pub fn idle_due(&self) -> Option<Instant> {
+        if !matches!(self.state, State::Active) {
+            return None;
+        }
+        self.last_data.map(|t| t + self.idle_window)
+    }
+
     /// Checks the idle window: `active -> idle` once no data arrived for the window. Call it
     /// from the component's own tick.
     pub fn tick(&mut self) {
