@@ -12,9 +12,9 @@
 //!   node says so.
 //!
 //! Why the `fail` call and not `fail_every`: the node starts its instances one after the
-//! other (each one's start has returned before the next begins), about 10 ms each in a debug
-//! build on a loaded machine, so instances that crash a fixed time after their start crash
-//! over as many seconds as the boot took, not within one.
+//! other (each one's start has returned before the next begins), so instances that crash a
+//! fixed time after their start crash over as long as the boot took (seconds at 1,000
+//! instances with a thread per instance), not within one second.
 //!
 //! What is observed comes from the node's own output: its JSON log (`restart scheduled` with
 //! the jittered `delay`, `child exited; restarting it`, `restarting child`), `/health` and
@@ -41,10 +41,11 @@ fn instances() -> usize {
         .unwrap_or(DEFAULT_INSTANCES)
 }
 
-/// The default storm: 200 instances. Every in-process plugin instance has an OS thread of its
-/// own and is polled every `poll_interval` today, so 1,000 idle sims alone keep a debug node on
-/// a shared 2-core machine busy enough that `/live` takes seconds before any storm (issue 12,
-/// points 1 and 2); once instances share a runtime and idle costs nothing, this goes to 1,000.
+/// The default storm: 200 instances. With 1,000 (`MILLWRIGHT_STORM_INSTANCES=1000`) the test
+/// runs but fails its bounds on the shared 2-core machine (debug build, shared plugin runtime):
+/// the node takes ~5 s after ready to settle, the 1,000 `fail` calls take 6-11 s to reach every
+/// instance (so the crashes are spread over as long), and `/live` during the storm has a
+/// median of ~80 ms, a p95 of ~440 ms and a max of ~500 ms.
 const DEFAULT_INSTANCES: usize = 200;
 /// How long `/live` should take during the storm (issue 12: on every poll; asserted for the
 /// median, see the test).
@@ -271,9 +272,32 @@ async fn start(name: &str, dir: &std::path::Path, supervision: &str, n: usize) -
     })
     .await
     .unwrap_or_else(|e| panic!("not ready: {e}; output:\n{}", node.output()));
+    let ready = t0.elapsed();
+    // Ready means started, not settled: the instances' first connects and reads still keep
+    // the node busy for a while (seconds at 1,000 instances). The storm starts from a node
+    // whose `/live` answered within the bound ten times in a row.
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/live", node.http);
+    let deadline = Instant::now() + STORM;
+    let mut fast_in_a_row = 0;
+    while fast_in_a_row < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "/live never settled:\n{}",
+            tail(&node)
+        );
+        let t = Instant::now();
+        let ok = client.get(url.as_str()).send().await.is_ok();
+        fast_in_a_row = if ok && t.elapsed() < LIVE_BOUND {
+            fast_in_a_row + 1
+        } else {
+            0
+        };
+        tokio::time::sleep(LIVE_EVERY).await;
+    }
     eprintln!(
-        "{name}: {n} instances ready {:?} after listening",
-        t0.elapsed()
+        "{name}: {n} instances ready {ready:?} after listening, settled {:?} after that",
+        t0.elapsed() - ready
     );
     node
 }
