@@ -17,8 +17,8 @@ use crate::codec;
 use crate::connector::{
     AckToken, Connector, ConnectorError, Plugin, Responder, Source, SourceBatch,
 };
-use crate::context::{Context, Host, LogRecord, MetricUpdate};
 use crate::event::Envelope;
+use crate::context::{Context, Host, LogRecord, MetricUpdate};
 use crate::protocol::{Request, Response};
 
 /// Answers `echo` at once; `sleep` after `{"ms": n}`; `forever` never; `later` at once, with a
@@ -91,7 +91,11 @@ impl Responder for Waiter {
 }
 
 impl Source for Waiter {
-    async fn read_batch(&mut self, ctx: &Context, _: usize) -> Result<SourceBatch, ConnectorError> {
+    async fn read_batch(
+        &mut self,
+        ctx: &Context,
+        _: usize,
+    ) -> Result<SourceBatch, ConnectorError> {
         if self.put.is_empty() {
             // No data: wait (until interrupted).
             std::future::pending::<()>().await;
@@ -380,15 +384,9 @@ async fn a_read_waits_for_data_and_an_interrupt_lets_the_call_behind_it_run() {
     // ... until the node interrupts the read, which answers at once with nothing read.
     w.interrupt();
     assert_eq!(read.await.unwrap(), Response::Interrupted);
-    assert_eq!(
-        put.await.unwrap(),
-        Response::Reply {
-            payload: json!("put")
-        }
-    );
+    assert_eq!(put.await.unwrap(), Response::Reply { payload: json!("put") });
     // The next read finds the data the call brought, without waiting.
-    let Response::Batch { batch } = w.request(&Request::ReadBatch { max: 10 }).await.unwrap()
-    else {
+    let Response::Batch { batch } = w.request(&Request::ReadBatch { max: 10 }).await.unwrap() else {
         panic!("a batch")
     };
     assert_eq!(batch.events.len(), 1);
@@ -397,10 +395,7 @@ async fn a_read_waits_for_data_and_an_interrupt_lets_the_call_behind_it_run() {
     w.interrupt();
     let read = w.start(&Request::ReadBatch { max: 10 }).unwrap();
     tokio::pin!(read);
-    assert!(
-        futures_poll_once(read.as_mut()).await.is_none(),
-        "waits again"
-    );
+    assert!(futures_poll_once(read.as_mut()).await.is_none(), "waits again");
 }
 
 #[test]
