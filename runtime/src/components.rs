@@ -8,8 +8,10 @@
 //! <node>                       root supervisor, one_for_one
 //! ├── <node>/broker            the broker actor (every publish goes through it)
 //! ├── <node>/latest            task: the latest value per tag (`/values`)
-//! ├── <node>/connectors        supervisor, one_for_one: per [connectors.<name>], its bus
-//! │   ├── .../line1.bridge     bridge (if it is a sink or a responder), then its
+//! ├── <node>/rpc               task: the one bridge answering calls to every responder
+//! ├── <node>/connectors        supervisor, one_for_one, restart intensity per instance:
+//! │   ├── .../line1.bridge     per [connectors.<name>], its sink bridge (if it has
+//! │   │                        `subscribe`), then its
 //! │   └── .../line1            connector actor, driving its plugin
 //! ├── <node>/watchdog          task: pings every component's probes
 //! └── <node>/control           task: serves every component's bus control verbs

@@ -318,6 +318,23 @@ pub struct SupervisionConfig {
     #[serde(default = "defaults::max_backoff", with = "duration")]
     #[schemars(with = "duration::Human")]
     pub max_backoff: Duration,
+    /// How the `connectors` supervisor counts `max_restarts`: `per_instance` (each connector
+    /// instance has its own budget; the supervisor gives up only when one instance keeps
+    /// crashing, so unrelated crashes of many instances do not add up) or `per_supervisor`
+    /// (all instances share one budget, as every other supervisor does).
+    #[serde(default)]
+    pub connector_intensity: ConnectorIntensity,
+}
+
+/// Whose restarts the `connectors` supervisor's `max_restarts` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorIntensity {
+    /// Each connector instance on its own.
+    #[default]
+    PerInstance,
+    /// All connector instances together.
+    PerSupervisor,
 }
 
 /// `[watchdog]`: pings components and marks those that stop answering as degraded.
@@ -554,6 +571,7 @@ impl Default for SupervisionConfig {
             max_window: defaults::max_window(),
             min_backoff: defaults::min_backoff(),
             max_backoff: defaults::max_backoff(),
+            connector_intensity: ConnectorIntensity::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The bridge between the bus and the connector actors that are not (only) sources: it feeds
-//! a sink the messages of its `subscribe` subjects and answers requests to a responder.
+//! The bridges between the bus and the connector actors that are not (only) sources: the
+//! node's one **rpc bridge** answers the requests to every responder, and a **sink bridge**
+//! per sink feeds it the messages of its `subscribe` subjects.
 //!
 //! | direction | subject | what happens |
 //! |---|---|---|
@@ -9,8 +10,19 @@
 //! `POST /connectors/<name>/call/<method>` on `:8080` makes the same call (in process, not over
 //! the bus) and answers the same body.
 //!
-//! The bridge subscribes before the supervision tree starts and outlives the instance's
-//! restarts: it finds the actor by its registry name for every batch and every request.
+//! The bridges subscribe before the connector instances start and outlive their restarts:
+//! they find an actor by its registry name for every batch and every request.
+//!
+//! **Calls.** One task per node subscribes once to `<prefix>.rpc.*.*` (queue group
+//! `<prefix>.rpc`), whatever the number of responders, and dispatches each request by the
+//! instance name in its subject. Each request runs in a task of its own, bounded by its
+//! connector's `call_timeout` (plus [`ANSWER_MARGIN`]), so a slow connector delays only its
+//! own callers. At most [`MAX_PENDING_CALLS`] calls wait per responder; more are answered
+//! `back_off`. A request for an instance this node does not run is answered
+//! `{"error": {"kind": "not_found", ...}}` naming the node and its responders; one for an
+//! instance that is not a responder, `config`. So every node that shares a prefix and a NATS
+//! server answers for every instance name: nodes that run different responders use
+//! different prefixes. A request whose caller stopped waiting is not run.
 //!
 //! What a sink gets, exactly:
 //! - while the instance is connecting or restarting, a batch waits and is offered again with
@@ -25,11 +37,12 @@
 //!
 //! So a sink is at-least-once across plugin restarts and reconnects, and at-most-once across a
 //! restart of the node: messages the bridge holds in memory are not kept on disk (a JetStream
-//! consumer per sink is the planned fix). A request whose caller stopped waiting is not run.
-//! At most [`MAX_PENDING_CALLS`] calls wait per responder; more are answered `back_off`.
+//! consumer per sink is the planned fix).
 //! Messages that are not event envelopes are wrapped in one (source `bus`, the message's
 //! subject, its JSON body or its text as the payload).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,53 +56,167 @@ use millwright_plugin_sdk::connector::ConnectorError;
 use millwright_plugin_sdk::event::Envelope;
 use serde_json::json;
 
-/// One connector's wiring.
+/// One sink's wiring.
 #[derive(Debug, Clone)]
 pub struct BridgeSpec {
     /// The instance (`[connectors.<name>]`).
     pub instance: String,
     /// The connector actor's registry name.
     pub component_id: String,
-    /// Sink input subjects; empty for none.
+    /// Sink input subjects (not empty).
     pub subscribe: Vec<String>,
-    /// Serve `<prefix>.rpc.<instance>.*`.
-    pub responder: bool,
-    /// The node's subject scheme.
-    pub scheme: SubjectScheme,
     /// Most events per write.
     pub max_batch: usize,
-    /// How long a write or a call may take.
+    /// How long a write may take.
     pub call_timeout: Duration,
 }
 
-/// Subscribes for one connector (its sink subjects, its rpc subjects) and returns the loop
-/// that feeds and serves them; the connectors supervisor runs it as the instance's `bridge`
-/// task. The loop ends with an error only when the bus closes a subscription.
+/// Subscribes to one sink's `subscribe` subjects and returns the loop that feeds it; the
+/// connectors supervisor runs it as the instance's `<name>.bridge` task. The loop ends with
+/// an error only when the bus closes a subscription.
 ///
 /// # Errors
 /// A subscription the bus refused (an invalid subject).
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future drops the subscriptions made so far.
 pub async fn setup(bus: &Bus, spec: BridgeSpec) -> Result<TaskLoop, BusError> {
-    let mut loops: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
-    if !spec.subscribe.is_empty() {
-        let mut subs = SelectAll::new();
-        for subject in &spec.subscribe {
-            subs.push(bus.subscribe(subject).await?);
-        }
-        loops.push(Box::pin(feed_sink(subs, spec.clone())));
+    let mut subs = SelectAll::new();
+    for subject in &spec.subscribe {
+        subs.push(bus.subscribe(subject).await?);
     }
-    if spec.responder {
-        let subject = spec.scheme.rpcs_of(&spec.instance);
-        let group = format!("{}.rpc", spec.scheme.prefix());
-        let sub = bus.queue_subscribe(&subject, &group).await?;
-        loops.push(Box::pin(serve_calls(bus.clone(), sub, spec.clone())));
-    }
-    let instance = spec.instance;
     Ok(Box::pin(async move {
-        futures::future::select_all(loops).await;
+        feed_sink(subs, spec.clone()).await;
         Err(format!(
-            "bridge of {instance}: the bus closed a subscription"
+            "bridge of {}: the bus closed a subscription",
+            spec.instance
         ))
     }))
+}
+
+/// One connector instance as the rpc bridge knows it.
+#[derive(Debug, Clone)]
+pub struct RpcTarget {
+    /// The connector actor's registry name.
+    pub component_id: String,
+    /// Whether its plugin answers calls.
+    pub responder: bool,
+    /// How long one of its calls may take.
+    pub call_timeout: Duration,
+}
+
+/// The node's rpc bridge: every connector instance of the node, by name.
+#[derive(Debug, Clone)]
+pub struct RpcSpec {
+    /// The node's name (in the answer to an unknown instance).
+    pub node: String,
+    /// The node's subject scheme.
+    pub scheme: SubjectScheme,
+    /// Every connector instance, by `[connectors.<name>]`.
+    pub targets: HashMap<String, RpcTarget>,
+}
+
+/// Subscribes once to `<prefix>.rpc.*.*` (queue group `<prefix>.rpc`) and returns the loop that
+/// answers every request, each in a task of its own; the root supervisor runs it as the
+/// node's `rpc` task. The loop ends with an error only when the bus closes the subscription.
+///
+/// # Errors
+/// The bus refused the subscription.
+///
+/// # Cancel safety
+/// Cancel safe.
+pub async fn setup_rpc(bus: &Bus, spec: RpcSpec) -> Result<TaskLoop, BusError> {
+    let group = format!("{}.rpc", spec.scheme.prefix());
+    let sub = bus.queue_subscribe(&spec.scheme.all_rpcs(), &group).await?;
+    let bus = bus.clone();
+    Ok(Box::pin(async move {
+        serve_calls(bus, sub, Arc::new(RpcBridge::new(spec))).await;
+        Err("rpc bridge: the bus closed its subscription".to_owned())
+    }))
+}
+
+/// What the rpc bridge's request tasks share.
+#[derive(Debug)]
+struct RpcBridge {
+    spec: RpcSpec,
+    /// Calls waiting per responder.
+    pending: HashMap<String, Arc<tokio::sync::Semaphore>>,
+}
+
+impl RpcBridge {
+    fn new(spec: RpcSpec) -> Self {
+        let pending = spec
+            .targets
+            .iter()
+            .filter(|(_, t)| t.responder)
+            .map(|(name, _)| {
+                (
+                    name.clone(),
+                    Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CALLS)),
+                )
+            })
+            .collect();
+        Self { spec, pending }
+    }
+
+    /// The reply body to `request`.
+    async fn answer(&self, request: &Message) -> serde_json::Value {
+        let Some(SchemeSubject::Rpc { connector, method }) =
+            self.spec.scheme.parse(&request.subject)
+        else {
+            return error_body(
+                "config",
+                &format!("{} is not a call subject", request.subject),
+            );
+        };
+        let Some(target) = self.spec.targets.get(&connector) else {
+            return error_body("not_found", &self.unknown(&connector));
+        };
+        let Some(pending) = self.pending.get(&connector) else {
+            return error_body(
+                "config",
+                &format!(
+                    "connector {connector:?} on node {:?} answers no calls (its plugin is not a responder)",
+                    self.spec.node
+                ),
+            );
+        };
+        let Ok(_permit) = pending.clone().try_acquire_owned() else {
+            return error_body(
+                "back_off",
+                &format!(
+                    "connector {connector}: {MAX_PENDING_CALLS} calls are already waiting; try again later"
+                ),
+            );
+        };
+        call(
+            &target.component_id,
+            &method,
+            &request.payload,
+            target.call_timeout + ANSWER_MARGIN,
+        )
+        .await
+    }
+
+    /// Why `connector` is not answered here: the node and (some of) its responders.
+    fn unknown(&self, connector: &str) -> String {
+        const SHOWN: usize = 10;
+        let mut names: Vec<&str> = self.pending.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut list = names
+            .iter()
+            .take(SHOWN)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if names.len() > SHOWN {
+            list.push_str(&format!(" and {} more", names.len() - SHOWN));
+        }
+        format!(
+            "no connector {connector:?} on node {:?} (its responders: {list}); check the name in the subject",
+            self.spec.node
+        )
+    }
 }
 
 async fn feed_sink(mut subs: SelectAll<millwright_bus::Subscription>, spec: BridgeSpec) {
@@ -191,46 +318,21 @@ fn to_envelope(m: Message) -> Envelope {
     Envelope::new("bus", m.subject, payload)
 }
 
-async fn serve_calls(bus: Bus, mut sub: millwright_bus::Subscription, spec: BridgeSpec) {
-    let pending = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CALLS));
+/// Answers every request of `sub`, each in a task of its own (bounded by its connector's call
+/// timeout), until the subscription ends.
+async fn serve_calls(bus: Bus, mut sub: millwright_bus::Subscription, bridge: Arc<RpcBridge>) {
     while let Some(request) = sub.next().await {
-        let (bus, spec) = (bus.clone(), spec.clone());
-        let permit = pending.clone().try_acquire_owned();
+        let (bus, bridge) = (bus.clone(), bridge.clone());
         tokio::spawn(async move {
-            let body = match permit {
-                Ok(_permit) => answer(&spec, &request).await,
-                Err(_) => error_body(
-                    "back_off",
-                    &format!(
-                        "connector {}: {MAX_PENDING_CALLS} calls are already waiting; try again later",
-                        spec.instance
-                    ),
-                ),
-            };
+            let body = bridge.answer(&request).await;
             if let Err(e) = bus
                 .respond(&request, Headers::new(), Bytes::from(body.to_string()))
                 .await
             {
-                tracing::debug!(connector = %spec.instance, error = %e, "cannot reply to a call");
+                tracing::debug!(subject = %request.subject, error = %e, "cannot reply to a call");
             }
         });
     }
-}
-
-async fn answer(spec: &BridgeSpec, request: &Message) -> serde_json::Value {
-    let Some(SchemeSubject::Rpc { method, .. }) = spec.scheme.parse(&request.subject) else {
-        return error_body(
-            "config",
-            &format!("{} is not a call subject", request.subject),
-        );
-    };
-    call(
-        &spec.component_id,
-        &method,
-        &request.payload,
-        spec.call_timeout + ANSWER_MARGIN,
-    )
-    .await
 }
 
 /// Calls `method` of the connector registered as `component_id` with a JSON `body` (empty is

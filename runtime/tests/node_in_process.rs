@@ -129,17 +129,14 @@ async fn state_changes_are_published_and_calls_work_over_the_bus() {
     assert_eq!(change["state"], "idle", "{change}");
     assert_eq!(change["previous"], "degraded_connection");
 
-    // No responder for an unknown connector: the bus says so.
-    let unknown = node
-        .bus()
-        .request(
-            "mw.rpc.m9.fail",
-            Headers::new(),
-            Bytes::new(),
-            Duration::from_secs(2),
-        )
-        .await;
-    assert!(unknown.is_err(), "nobody answers for m9: {unknown:?}");
+    // The node's rpc bridge answers for an instance it does not run, naming what it runs.
+    let reply = call(&node, "m9", "fail", Value::Null).await;
+    assert_eq!(reply["error"]["kind"], "not_found", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no connector \"m9\" on node \"bs\"") && message.contains("m1, m2"),
+        "{reply}"
+    );
     let reply = call(&node, "m1", "explode", Value::Null).await;
     assert_eq!(reply["error"]["kind"], "config", "{reply}");
     assert!(
@@ -149,6 +146,35 @@ async fn state_changes_are_published_and_calls_work_over_the_bus() {
             .contains("unknown method \"explode\""),
         "{reply}"
     );
+    node.shutdown(StopCause::Requested).await;
+}
+
+#[tokio::test]
+async fn a_call_stuck_on_one_instance_does_not_hold_up_calls_to_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = boot("slow", dir.path()).await;
+    let reply = call(&node, "m1", "hang", json!({"for": "3s"})).await;
+    assert!(reply.get("ok").is_some(), "{reply}");
+    // Once m1 is stuck in its hung read, a call to it gets no answer within 300 ms ...
+    wait_until(WAIT, || async {
+        node.bus()
+            .request(
+                "mw.rpc.m1.status",
+                Headers::new(),
+                Bytes::new(),
+                Duration::from_millis(300),
+            )
+            .await
+            .is_err()
+    })
+    .await
+    .expect("m1 stops answering while its read hangs");
+    // ... while a call to m2, through the node's same rpc bridge, is answered at once.
+    let t0 = tokio::time::Instant::now();
+    let reply = call(&node, "m2", "status", Value::Null).await;
+    let took = t0.elapsed();
+    assert_eq!(reply["ok"]["instance"], "m2", "{reply}");
+    assert!(took < Duration::from_secs(1), "m2 answered in {took:?}");
     node.shutdown(StopCause::Requested).await;
 }
 

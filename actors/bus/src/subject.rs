@@ -463,9 +463,14 @@ impl SubjectScheme {
         self.build("rpc", connector, method)
     }
 
-    /// `<prefix>.rpc.<connector>.*`: every method of one responder (what its bridge serves).
+    /// `<prefix>.rpc.<connector>.*`: every method of one responder.
     pub fn rpcs_of(&self, connector: &str) -> String {
         format!("{}.rpc.{}.*", self.prefix, encode_token(connector))
+    }
+
+    /// `<prefix>.rpc.*.*`: every method of every responder (what a node's rpc bridge serves).
+    pub fn all_rpcs(&self) -> String {
+        format!("{}.rpc.*.*", self.prefix)
     }
 
     /// Recognises a subject of this scheme and decodes its names; `None` for anything else.
@@ -670,6 +675,11 @@ mod tests {
             assert!(Pattern::parse(&s.states_of(name)).unwrap().matches(&st));
             let ctl = s.control(name, name);
             assert!(Pattern::parse(&s.controls_of(name)).unwrap().matches(&ctl));
+            let rpc = s.rpc(name, name);
+            validate_publish_subject(&rpc).unwrap();
+            assert!(Pattern::parse(&s.rpcs_of(name)).unwrap().matches(&rpc));
+            assert!(Pattern::parse(&s.all_rpcs()).unwrap().matches(&rpc));
+            assert!(!Pattern::parse(&s.all_rpcs()).unwrap().matches(&ev));
         }
     }
 }

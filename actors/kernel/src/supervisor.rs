@@ -14,10 +14,13 @@
 //! - **Restart intensity** ([`RestartIntensity`], default 3 restarts in 5 s): past it the
 //!   supervisor stops its children (in reverse order, honouring their shutdown policies) and
 //!   fails, escalating to its own supervisor. A restart whose start fails (the start function
-//!   or the child's `pre_start` returns an error) counts as one more restart.
+//!   or the child's `pre_start` returns an error) counts as one more restart. The restarts are
+//!   counted over all children (OTP) or, with [`IntensityScope::PerChild`], for each child on
+//!   its own (a supervisor of thousands of independent instances).
 //! - **Backoff** ([`BackoffPolicy`]): the `n`-th consecutive restart of a child waits
-//!   `min(max, min_backoff * 2^n) * (1 + jitter)`; a child that ran for `reset_after` starts
-//!   again from `n = 0`. The wait is a timer message: the supervisor keeps answering its
+//!   `min(max, min_backoff * 2^n) * (1 + jitter)`, a fresh random jitter for each restart of
+//!   each child (so children that crash together are not restarted together); a child that
+//!   ran for `reset_after` starts again from `n = 0`. The wait is a timer message: the supervisor keeps answering its
 //!   mailbox meanwhile.
 //! - **Stable identity**: a child is registered under `"<supervisor name>/<child id>"`
 //!   (see [`child_name`]) in every incarnation, so `ractor::registry::where_is` finds it again
@@ -53,7 +56,7 @@ use tokio::time::Instant;
 
 pub use backoff::{BackoffPolicy, human};
 pub use exit::ExitKind;
-pub use intensity::RestartIntensity;
+pub use intensity::{IntensityScope, RestartIntensity};
 pub use spec::{
     ChildSpec, DEFAULT_WORKER_SHUTDOWN, RestartType, Shutdown, StartFn, Strategy, SupervisorSpec,
     child_name,
@@ -61,7 +64,7 @@ pub use spec::{
 
 use crate::lifecycle::{Event, Lifecycle, State, StatusBoard};
 use crate::reach::{self, ReachError};
-use intensity::IntensityTracker;
+use intensity::{IntensityTracker, RestartWindow};
 use spec::ChildKind;
 
 /// How long a killed child may take to be gone before the supervisor moves on without it.
@@ -74,7 +77,7 @@ pub enum SupervisorError {
     /// More than `max_restarts` restarts happened within `window`: the supervisor stopped its
     /// children and failed, leaving the decision to its own supervisor.
     #[error(
-        "supervisor {supervisor}: restart intensity exceeded (more than {max_restarts} restarts in {window:?}); last: child {child} {exit}"
+        "supervisor {supervisor}: restart intensity exceeded (more than {max_restarts} restarts {scope} in {window:?}); last: child {child} {exit}"
     )]
     IntensityExceeded {
         /// The supervisor's name.
@@ -83,6 +86,8 @@ pub enum SupervisorError {
         max_restarts: u32,
         /// The configured window.
         window: Duration,
+        /// Whose restarts were counted.
+        scope: IntensityScope,
         /// The child whose exit (or failed restart) broke the limit.
         child: String,
         /// How that child exited.
@@ -214,9 +219,24 @@ struct Child {
     consecutive: u32,
     started_at: Option<Instant>,
     last_exit: Option<ExitKind>,
+    /// Its recent restarts, when the intensity is counted per child (empty otherwise).
+    window: RestartWindow,
 }
 
 impl Child {
+    fn new(supervisor: &str, spec: ChildSpec) -> Self {
+        Child {
+            name: format!("{supervisor}/{}", spec.id),
+            spec,
+            status: ChildStatus::Done,
+            restarts: 0,
+            consecutive: 0,
+            started_at: None,
+            last_exit: None,
+            window: RestartWindow::default(),
+        }
+    }
+
     fn cell(&self) -> Option<&ActorCell> {
         match &self.status {
             ChildStatus::Running(cell) => Some(cell),
@@ -430,7 +450,7 @@ impl Actor for Supervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let SupervisorArgs { name, spec, board } = args;
         let mut state = SupervisorState {
-            intensity: IntensityTracker::new(spec.intensity),
+            intensity: IntensityTracker::new(spec.intensity, spec.intensity_scope),
             strategy: spec.strategy,
             backoff: spec.backoff,
             children: Vec::with_capacity(spec.children.len()),
@@ -445,15 +465,7 @@ impl Actor for Supervisor {
         };
         for child in spec.children {
             state.check_new_child(&child)?;
-            state.children.push(Child {
-                name: format!("{}/{}", state.name, child.id),
-                spec: child,
-                status: ChildStatus::Done,
-                restarts: 0,
-                consecutive: 0,
-                started_at: None,
-                last_exit: None,
-            });
+            state.children.push(Child::new(&state.name, child));
         }
         state.board.register_composite(&state.name, "supervisor");
         state.lifecycle = Some(Lifecycle::begin(
@@ -700,6 +712,8 @@ impl SupervisorState {
                 RestartType::Temporary => false,
             };
         if !restart {
+            // Ended for good: its restart history is of no use any more.
+            child.window.clear();
             tracing::info!(supervisor = %self.name, child = %child.spec.id, %exit,
                 restart = ?child.spec.restart, "child exited; not restarting it");
             return Ok(());
@@ -711,7 +725,7 @@ impl SupervisorState {
             child.consecutive = 0;
         }
         tracing::warn!(supervisor = %self.name, child = %child.spec.id, %exit, "child exited; restarting it");
-        if !self.intensity.record(now) {
+        if !self.intensity.record(&mut child.window, now) {
             return Err(self.escalate(i, exit).await.into());
         }
         let delay = self.backoff.delay(child.consecutive);
@@ -834,7 +848,7 @@ impl SupervisorState {
             let child = &mut self.children[j];
             child.last_exit = Some(exit.clone());
             tracing::warn!(supervisor = %self.name, child = %child.spec.id, %exit, "restart failed");
-            if !self.intensity.record(Instant::now()) {
+            if !self.intensity.record(&mut child.window, Instant::now()) {
                 return Err(self.escalate(j, exit).await.into());
             }
             let child = &mut self.children[j];
@@ -878,6 +892,7 @@ impl SupervisorState {
             supervisor: self.name.clone(),
             max_restarts: limit.max_restarts,
             window: limit.window,
+            scope: self.intensity.scope(),
             child: self.children[i].spec.id.clone(),
             exit,
         };
@@ -913,15 +928,7 @@ impl SupervisorState {
     ) -> Result<(), SupervisorError> {
         self.check_new_child(&spec)?;
         let id = spec.id.clone();
-        self.children.push(Child {
-            name: format!("{}/{}", self.name, spec.id),
-            spec,
-            status: ChildStatus::Done,
-            restarts: 0,
-            consecutive: 0,
-            started_at: None,
-            last_exit: None,
-        });
+        self.children.push(Child::new(&self.name, spec));
         let i = self.children.len() - 1;
         match self.start_child(myself, i).await {
             Ok(()) => {

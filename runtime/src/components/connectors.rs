@@ -1,17 +1,20 @@
 //! Connector instances as a component: the `connectors` supervisor (one connector actor per
-//! `[connectors.<name>]`, and before it the bridge that feeds its sink and serves its calls
-//! from the bus), the `latest` task behind `/values`, their watchdog probes, their HTTP
-//! routes, and stop-intake: every source is paused.
+//! `[connectors.<name>]`, and before a sink the bridge that feeds it from the bus), the node's
+//! one `rpc` bridge that answers the calls to every responder, the `latest` task behind
+//! `/values`, their watchdog probes, their HTTP routes, and stop-intake: every source is paused.
 //!
 //! ```text
 //! <node>/latest                    task: the latest value per tag of the sources (it
 //!                                  subscribes before the sources start)
-//! <node>/connectors                supervisor, one_for_one
-//! ├── <node>/connectors/line1.bridge   task: sink subscriptions, rpc subjects (if any)
+//! <node>/rpc                       task: one subscription to <prefix>.rpc.*.*, dispatching
+//!                                  each call to its instance (if any instance is a responder)
+//! <node>/connectors                supervisor, one_for_one, restart intensity per instance
+//! ├── <node>/connectors/line1.bridge   task: the sink's subscriptions (if it has `subscribe`)
 //! ├── <node>/connectors/line1          connector actor, driving its plugin
 //! └── ...
 //! ```
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +27,7 @@ use futures::future::BoxFuture;
 use millwright_connect::{ConnectorActor, ConnectorArgs, ConnectorSpec};
 use millwright_kernel::reach::ReachError;
 use millwright_kernel::supervisor::{
-    BackoffPolicy, ChildSpec, RestartType, Strategy, SupervisorSpec, child_name,
+    BackoffPolicy, ChildSpec, IntensityScope, RestartType, Strategy, SupervisorSpec, child_name,
 };
 use millwright_plugin_sdk::connector::Kind;
 use ractor::Actor;
@@ -32,7 +35,8 @@ use tokio::time::Instant;
 
 use super::{policy, root_name};
 use crate::component::{BuildContext, Component, IntakeStopped};
-use crate::connector_bridge::{self, BridgeSpec};
+use crate::config::ConnectorIntensity;
+use crate::connector_bridge::{self, BridgeSpec, RpcSpec, RpcTarget};
 use crate::http::{HttpState, error_body};
 use crate::latest::LatestValue;
 use crate::plugins::PreparedConnector;
@@ -42,6 +46,8 @@ use crate::watchdog::Probe;
 pub const CONNECTORS: &str = "connectors";
 /// The child id of the latest-values task.
 pub const LATEST: &str = "latest";
+/// The child id of the rpc bridge.
+pub const RPC: &str = "rpc";
 
 /// How long `POST /connectors/{instance}/call/{method}` waits for the plugin's answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,12 +71,17 @@ impl Component for ConnectorsComponent {
     }
 
     fn child_specs(&self, ctx: &BuildContext) -> Vec<ChildSpec> {
-        let mut spec = policy(
-            SupervisorSpec::new(Strategy::OneForOne),
-            &ctx.config.supervision,
-        );
+        let supervision = &ctx.config.supervision;
+        let scope = match supervision.connector_intensity {
+            ConnectorIntensity::PerInstance => IntensityScope::PerChild,
+            ConnectorIntensity::PerSupervisor => IntensityScope::Supervisor,
+        };
+        // Thousands of independent instances: by default each has its own restart budget, so
+        // that unrelated crashes do not add up to an escalation (see docs/runtime-semantics.md).
+        let mut spec =
+            policy(SupervisorSpec::new(Strategy::OneForOne), supervision).intensity_scope(scope);
         for c in ctx.connectors.iter() {
-            // The bridge's subscriptions exist before the instance starts, so nothing
+            // A sink bridge's subscriptions exist before the instance starts, so nothing
             // published meanwhile is missed; it finds the instance by name once it runs.
             if let Some(bridge) = bridge_child(ctx, c) {
                 spec = spec.child(bridge);
@@ -84,19 +95,20 @@ impl Component for ConnectorsComponent {
             .iter()
             .map(|c| ctx.scheme.events_of(&c.name))
             .collect();
-        // `latest` subscribes before the sources start, so their first values are seen.
-        vec![
-            ChildSpec::task(LATEST, move || {
-                let (latest, bus, subjects) = (latest.clone(), bus.clone(), subjects.clone());
-                Box::pin(async move {
-                    latest
-                        .follow(&bus, subjects)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            }),
-            ChildSpec::supervisor(CONNECTORS, spec),
-        ]
+        // `latest` subscribes before the sources start, so their first values are seen; the
+        // rpc bridge before the responders start, so no call finds nobody listening.
+        let mut children = vec![ChildSpec::task(LATEST, move || {
+            let (latest, bus, subjects) = (latest.clone(), bus.clone(), subjects.clone());
+            Box::pin(async move {
+                latest
+                    .follow(&bus, subjects)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })];
+        children.extend(rpc_child(ctx));
+        children.push(ChildSpec::supervisor(CONNECTORS, spec));
+        children
     }
 
     fn probes(&self, ctx: &BuildContext) -> Vec<Probe> {
@@ -158,17 +170,48 @@ impl Component for ConnectorsComponent {
     }
 }
 
+/// The node's one rpc bridge, when any instance is a responder.
+fn rpc_child(ctx: &BuildContext) -> Option<ChildSpec> {
+    let targets: HashMap<String, RpcTarget> = ctx
+        .connectors
+        .iter()
+        .map(|c| {
+            let target = RpcTarget {
+                component_id: connector_id(ctx.node(), &c.name),
+                responder: c.manifest.kinds.contains(&Kind::Responder),
+                call_timeout: c.config.call_timeout,
+            };
+            (c.name.clone(), target)
+        })
+        .collect();
+    if !targets.values().any(|t| t.responder) {
+        return None;
+    }
+    let spec = RpcSpec {
+        node: ctx.node().to_owned(),
+        scheme: ctx.scheme.clone(),
+        targets,
+    };
+    let bus = ctx.bus.clone();
+    Some(ChildSpec::task(RPC, move || {
+        let (bus, spec) = (bus.clone(), spec.clone());
+        Box::pin(async move {
+            connector_bridge::setup_rpc(&bus, spec)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }))
+}
+
+/// The bridge that feeds a sink its `subscribe` subjects, if it has any.
 fn bridge_child(ctx: &BuildContext, c: &PreparedConnector) -> Option<ChildSpec> {
-    let responder = c.manifest.kinds.contains(&Kind::Responder);
-    if c.config.subscribe.is_empty() && !responder {
+    if c.config.subscribe.is_empty() {
         return None;
     }
     let spec = BridgeSpec {
         instance: c.name.clone(),
         component_id: connector_id(ctx.node(), &c.name),
         subscribe: c.config.subscribe.clone(),
-        responder,
-        scheme: ctx.scheme.clone(),
         max_batch: c.config.max_batch,
         call_timeout: c.config.call_timeout,
     };

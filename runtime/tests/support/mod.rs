@@ -205,6 +205,18 @@ impl NodeProcess {
             .collect()
     }
 
+    /// The JSON log lines printed since `cursor` (a count of lines), moving it past them: for
+    /// a test that watches a long log without parsing it all again on every poll.
+    pub fn logs_since(&self, cursor: &mut usize) -> Vec<Value> {
+        let lines = self.lines.lock().unwrap();
+        let new: Vec<Value> = lines[(*cursor).min(lines.len())..]
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        *cursor = lines.len();
+        new
+    }
+
     /// The first JSON log line with this message.
     pub fn find_log(&self, message: &str) -> Option<Value> {
         self.logs()

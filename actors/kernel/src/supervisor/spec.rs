@@ -1,7 +1,7 @@
 //! What a supervisor supervises: child specs, restart types, shutdown policies, strategies.
 //!
-//! A [`SupervisorSpec`] is plain data (cheap to clone): the strategy, the restart intensity,
-//! the backoff policy and the ordered list of [`ChildSpec`]s. A child spec says how to start
+//! A [`SupervisorSpec`] is plain data (cheap to clone): the strategy, the restart intensity
+//! and whose restarts it counts, the backoff policy and the ordered list of [`ChildSpec`]s. A child spec says how to start
 //! the child (a start function for a worker, or a nested [`SupervisorSpec`]), when to restart
 //! it ([`RestartType`]) and how to stop it ([`Shutdown`]).
 
@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, SpawnErr};
 
 use super::backoff::BackoffPolicy;
-use super::intensity::RestartIntensity;
+use super::intensity::{IntensityScope, RestartIntensity};
 use super::task::{TaskActor, TaskLoop, TaskSetup};
 
 /// How long a worker gets to stop gracefully before it is killed, unless its spec says otherwise.
@@ -198,6 +198,9 @@ pub struct SupervisorSpec {
     pub strategy: Strategy,
     /// How many restarts in what window before the supervisor gives up and escalates.
     pub intensity: RestartIntensity,
+    /// Whose restarts `intensity` counts: all children together (the default, OTP's rule) or
+    /// each child on its own.
+    pub intensity_scope: IntensityScope,
     /// The delay before each restart.
     pub backoff: BackoffPolicy,
     /// The children, in start order (they stop in the reverse order).
@@ -225,6 +228,20 @@ impl SupervisorSpec {
     pub fn intensity(mut self, intensity: RestartIntensity) -> Self {
         self.intensity = intensity;
         self
+    }
+
+    /// Sets whose restarts the intensity counts.
+    #[must_use]
+    pub fn intensity_scope(mut self, scope: IntensityScope) -> Self {
+        self.intensity_scope = scope;
+        self
+    }
+
+    /// Counts the intensity for each child on its own ([`IntensityScope::PerChild`]): for a
+    /// supervisor of many independent instances, where unrelated crashes must not add up.
+    #[must_use]
+    pub fn intensity_per_child(self) -> Self {
+        self.intensity_scope(IntensityScope::PerChild)
     }
 
     /// Sets the backoff policy.

@@ -29,6 +29,8 @@ struct Probe {
     crash_after_start: Arc<AtomicBool>,
     hang_on_stop: Arc<AtomicBool>,
     stops_done: Arc<AtomicU32>,
+    /// When each incarnation started (tokio time, paused or not).
+    started_at: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Probe {
@@ -81,6 +83,7 @@ impl Actor for Worker {
             return Err(format!("{}: configured start failure", self.id).into());
         }
         probe.log.lock().push(format!("start:{}", self.id));
+        probe.started_at.lock().push(Instant::now());
         let crash_after_start = probe.crash_after_start.load(Ordering::SeqCst);
         Ok(WorkerState {
             probe,
@@ -797,6 +800,153 @@ async fn child_names_join_supervisor_and_child_ids() {
     let (sup, tree, _board) = spawn_sup(&name, no_backoff(Strategy::OneForOne)).await;
     let cell: ActorCell = sup.get_cell();
     assert_eq!(child_name(&cell, "press1"), format!("{name}/press1"));
+    tree.shutdown().await;
+}
+
+/// `n` workers `w0`..`w<n-1>`, each with its own probe.
+fn many_workers(spec: SupervisorSpec, n: usize) -> (SupervisorSpec, Vec<Probe>) {
+    let probes: Vec<Probe> = (0..n).map(|_| Probe::default()).collect();
+    let spec = probes
+        .iter()
+        .enumerate()
+        .fold(spec, |spec, (i, p)| spec.child(worker(&format!("w{i}"), p)));
+    (spec, probes)
+}
+
+#[tokio::test]
+async fn per_child_intensity_absorbs_one_crash_of_each_of_many_children() {
+    let name = uniq("per-child");
+    let n = 200;
+    // 3 restarts in 60 s, counted per child: 200 crashes in a moment do not add up.
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .backoff(BackoffPolicy::none())
+        .intensity(RestartIntensity::new(3, Duration::from_secs(60)))
+        .intensity_per_child();
+    let (spec, _probes) = many_workers(spec, n);
+    let (sup, tree, board) = spawn_sup(&name, spec).await;
+    let before = children_of(&sup).await;
+    for info in &before {
+        send(info, WorkerMsg::Panic);
+    }
+    for info in &before {
+        let after = wait_restarted(&sup, &info.id, actor_id(info)).await;
+        assert_eq!(after.restarts, 1, "{after:?}");
+    }
+    assert!(!tree.is_finished(), "the supervisor gave up");
+    assert!(board.get(&name).unwrap().last_error.is_none());
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn per_child_intensity_escalates_when_one_child_exceeds_its_own_budget() {
+    let name = uniq("per-child-loop");
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .backoff(BackoffPolicy::none())
+        .intensity(RestartIntensity::new(3, Duration::from_secs(60)))
+        .intensity_per_child();
+    let (spec, _probes) = many_workers(spec, 20);
+    let (sup, tree, board) = spawn_sup(&name, spec).await;
+    // Every other child crashes once: absorbed.
+    for info in children_of(&sup).await.iter().skip(1) {
+        send(info, WorkerMsg::Panic);
+        wait_restarted(&sup, &info.id, actor_id(info)).await;
+    }
+    // w0 crashes four times: its fourth restart is past its own budget of 3.
+    for _ in 0..3 {
+        let current = child_of(&sup, "w0").await;
+        send(&current, WorkerMsg::Panic);
+        wait_restarted(&sup, "w0", actor_id(&current)).await;
+    }
+    assert!(
+        !tree.is_finished(),
+        "three restarts of w0 are within its budget"
+    );
+    send(&child_of(&sup, "w0").await, WorkerMsg::Panic);
+    tree.join().await;
+    let status = board.get(&name).unwrap();
+    let error = status.last_error.unwrap_or_default();
+    assert!(
+        error.contains("restart intensity exceeded (more than 3 restarts of one child")
+            && error.contains("child w0"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn supervisor_intensity_still_counts_all_children_by_default() {
+    assert_eq!(
+        SupervisorSpec::default().intensity_scope,
+        IntensityScope::Supervisor
+    );
+    let name = uniq("per-sup");
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .backoff(BackoffPolicy::none())
+        .intensity(RestartIntensity::new(3, Duration::from_secs(60)));
+    let (spec, _probes) = many_workers(spec, 4);
+    let (sup, tree, board) = spawn_sup(&name, spec).await;
+    // Four unrelated children crash once each: the fourth restart escalates.
+    let all = children_of(&sup).await;
+    for info in &all[..3] {
+        send(info, WorkerMsg::Panic);
+        wait_restarted(&sup, &info.id, actor_id(info)).await;
+    }
+    send(&all[3], WorkerMsg::Panic);
+    tree.join().await;
+    let error = board.get(&name).unwrap().last_error.unwrap_or_default();
+    assert!(
+        error.contains("more than 3 restarts of all children") && error.contains("child w3"),
+        "{error}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn children_crashing_together_are_restarted_at_jittered_times() {
+    let name = uniq("storm");
+    let n = 100;
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .backoff(BackoffPolicy {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+            jitter: 0.5,
+            reset_after: Duration::from_secs(60),
+        })
+        .intensity_per_child();
+    let (spec, probes) = many_workers(spec, n);
+    let (sup, tree, _board) = spawn_sup(&name, spec).await;
+    let before = children_of(&sup).await;
+    // Paused time: every crash happens at the same instant.
+    let crash = Instant::now();
+    for info in &before {
+        send(info, WorkerMsg::Panic);
+    }
+    for info in &before {
+        wait_restarted(&sup, &info.id, actor_id(info)).await;
+    }
+    let mut delays: Vec<Duration> = probes
+        .iter()
+        .map(|p| {
+            let starts = p.started_at.lock();
+            assert_eq!(starts.len(), 2, "one start and one restart");
+            starts[1] - crash
+        })
+        .collect();
+    delays.sort_unstable();
+    // Each delay is the base (1 s) plus its own jitter of up to 50 %...
+    assert!(delays[0] >= Duration::from_secs(1), "{delays:?}");
+    assert!(delays[n - 1] <= Duration::from_millis(1_501), "{delays:?}");
+    // ... so the restarts are spread over the jitter range, not bunched in one instant.
+    let spread = delays[n - 1] - delays[0];
+    assert!(
+        spread >= Duration::from_millis(300),
+        "spread {spread:?}: {delays:?}"
+    );
+    let mut distinct = delays.clone();
+    distinct.dedup_by(|a, b| a.abs_diff(*b) < Duration::from_millis(1));
+    assert!(
+        distinct.len() >= n / 2,
+        "{} distinct ms of {n}",
+        distinct.len()
+    );
     tree.shutdown().await;
 }
 
