@@ -13,16 +13,16 @@
 //! The bridges subscribe before the connector instances start and outlive their restarts:
 //! they find an actor by its registry name for every batch and every request.
 //!
-//! **Calls.** One task per node subscribes once to `<prefix>.rpc.*.*` (queue group
-//! `<prefix>.rpc`), whatever the number of responders, and dispatches each request by the
+//! **Calls.** One task per node subscribes once to `<prefix>.rpc.*.*` (a plain subscription,
+//! no queue group), whatever the number of responders, and dispatches each request by the
 //! instance name in its subject. Each request runs in a task of its own, bounded by its
 //! connector's `call_timeout` (plus [`ANSWER_MARGIN`]), so a slow connector delays only its
 //! own callers. At most [`MAX_PENDING_CALLS`] calls wait per responder; more are answered
-//! `back_off`. A request for an instance this node does not run is answered
-//! `{"error": {"kind": "not_found", ...}}` naming the node and its responders; one for an
-//! instance that is not a responder, `config`. So every node that shares a prefix and a NATS
-//! server answers for every instance name: nodes that run different responders use
-//! different prefixes. A request whose caller stopped waiting is not run.
+//! `back_off`. A request for an instance this node does not run is **not answered** (logged
+//! at debug): on a bus shared by several nodes exactly the node that runs the instance
+//! answers, and a caller of an instance no node runs gets its own timeout. One for an
+//! instance that is not a responder is answered `config`. A request whose caller stopped
+//! waiting is not run.
 //!
 //! What a sink gets, exactly:
 //! - while the instance is connecting or restarting, a batch waits and is offered again with
@@ -116,7 +116,7 @@ pub struct RpcSpec {
     pub targets: HashMap<String, RpcTarget>,
 }
 
-/// Subscribes once to `<prefix>.rpc.*.*` (queue group `<prefix>.rpc`) and returns the loop that
+/// Subscribes once to `<prefix>.rpc.*.*` (every node, no queue group) and returns the loop that
 /// answers every request, each in a task of its own; the root supervisor runs it as the
 /// node's `rpc` task. The loop ends with an error only when the bus closes the subscription.
 ///
@@ -126,8 +126,7 @@ pub struct RpcSpec {
 /// # Cancel safety
 /// Cancel safe.
 pub async fn setup_rpc(bus: &Bus, spec: RpcSpec) -> Result<TaskLoop, BusError> {
-    let group = format!("{}.rpc", spec.scheme.prefix());
-    let sub = bus.queue_subscribe(&spec.scheme.all_rpcs(), &group).await?;
+    let sub = bus.subscribe(&spec.scheme.all_rpcs()).await?;
     let bus = bus.clone();
     Ok(Box::pin(async move {
         serve_calls(bus, sub, Arc::new(RpcBridge::new(spec))).await;
@@ -160,19 +159,33 @@ impl RpcBridge {
     }
 
     /// The reply body to `request`.
-    async fn answer(&self, request: &Message) -> serde_json::Value {
+    /// `None` for an instance this node does not run (another node may: only the node that
+    /// runs it answers).
+    async fn answer(&self, request: &Message) -> Option<serde_json::Value> {
         let Some(SchemeSubject::Rpc { connector, method }) =
             self.spec.scheme.parse(&request.subject)
         else {
-            return error_body(
+            return Some(error_body(
                 "config",
                 &format!("{} is not a call subject", request.subject),
-            );
+            ));
         };
         let Some(target) = self.spec.targets.get(&connector) else {
-            return error_body("not_found", &self.unknown(&connector));
+            tracing::debug!(node = %self.spec.node, %connector, "a call for an instance this node does not run; not answered");
+            return None;
         };
-        let Some(pending) = self.pending.get(&connector) else {
+        Some(self.answer_for(target, &connector, &method, request).await)
+    }
+
+    /// The reply body to a call of `method` on `connector` (run here as `target`).
+    async fn answer_for(
+        &self,
+        target: &RpcTarget,
+        connector: &str,
+        method: &str,
+        request: &Message,
+    ) -> serde_json::Value {
+        let Some(pending) = self.pending.get(connector) else {
             return error_body(
                 "config",
                 &format!(
@@ -191,31 +204,11 @@ impl RpcBridge {
         };
         call(
             &target.component_id,
-            &method,
+            method,
             &request.payload,
             target.call_timeout + ANSWER_MARGIN,
         )
         .await
-    }
-
-    /// Why `connector` is not answered here: the node and (some of) its responders.
-    fn unknown(&self, connector: &str) -> String {
-        const SHOWN: usize = 10;
-        let mut names: Vec<&str> = self.pending.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        let mut list = names
-            .iter()
-            .take(SHOWN)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(", ");
-        if names.len() > SHOWN {
-            list.push_str(&format!(" and {} more", names.len() - SHOWN));
-        }
-        format!(
-            "no connector {connector:?} on node {:?} (its responders: {list}); check the name in the subject",
-            self.spec.node
-        )
     }
 }
 
@@ -324,7 +317,9 @@ async fn serve_calls(bus: Bus, mut sub: millwright_bus::Subscription, bridge: Ar
     while let Some(request) = sub.next().await {
         let (bus, bridge) = (bus.clone(), bridge.clone());
         tokio::spawn(async move {
-            let body = bridge.answer(&request).await;
+            let Some(body) = bridge.answer(&request).await else {
+                return;
+            };
             if let Err(e) = bus
                 .respond(&request, Headers::new(), Bytes::from(body.to_string()))
                 .await
