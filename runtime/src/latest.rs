@@ -4,7 +4,7 @@
 //! event on the bus, which on a shared NATS cluster would be everybody's data) and keeps the
 //! last envelope per subject. The table is bounded by the config (sources x tags).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -56,28 +56,30 @@ impl LatestValues {
         );
     }
 
-    /// Subscribes to each of `subjects` and returns the loop that records every envelope
-    /// (the node runs it as its `latest` task).
+    /// Subscribes once to `subject` (the node's `<prefix>.ev.>`: one subscription whatever the
+    /// number of connectors) and returns the loop that records every envelope whose source is
+    /// one of `sources` (the node's connectors, so the table stays bounded whatever else is
+    /// published there); the node runs it as its `latest` task.
     ///
     /// # Errors
-    /// The bus' error when a subscription cannot be made.
-    pub async fn follow(&self, bus: &Bus, subjects: Vec<String>) -> Result<TaskLoop, BusError> {
-        let mut subs = futures::stream::SelectAll::new();
-        for subject in subjects {
-            subs.push(bus.subscribe(&subject).await?);
-        }
+    /// The bus' error when the subscription cannot be made.
+    pub async fn follow(
+        &self,
+        bus: &Bus,
+        subject: &str,
+        sources: Arc<HashSet<String>>,
+    ) -> Result<TaskLoop, BusError> {
+        let mut sub = bus.subscribe(subject).await?;
         let table = self.clone();
         Ok(Box::pin(async move {
-            if subs.is_empty() {
-                // No source configured: nothing to follow, until the task is stopped.
-                std::future::pending::<()>().await;
-            }
-            while let Some(msg) = futures::StreamExt::next(&mut subs).await {
-                if let Ok(env) = Envelope::from_json_slice(&msg.payload) {
+            while let Some(msg) = sub.next().await {
+                if let Ok(env) = Envelope::from_json_slice(&msg.payload)
+                    && sources.contains(&env.source)
+                {
                     table.record(env);
                 }
             }
-            Err("latest values: the bus closed a subscription".to_owned())
+            Err("latest values: the bus closed its subscription".to_owned())
         }))
     }
 }

@@ -2,8 +2,10 @@
 //! other nodes, dashboards and tests can follow component states over the bus.
 //!
 //! The body is the component's status (as on `/health`) plus `node` and `previous` (the
-//! state name before the change). A feed that falls more than 1024 changes behind republishes
-//! a full snapshot rather than dropping states silently.
+//! state name before the change). A feed that falls more than 1024 changes behind skips them
+//! and republishes a full snapshot rather than dropping states silently, at most one snapshot
+//! every 2 s (so a burst of changes of thousands of components costs a few snapshots, not a
+//! snapshot per burst).
 
 use bytes::Bytes;
 use millwright_bus::{Bus, Headers, Message, SubjectScheme};
@@ -11,6 +13,9 @@ use millwright_kernel::lifecycle::{ComponentStatus, StatusBoard};
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
+
+/// The shortest time between two snapshots republished after the feed fell behind.
+const RESYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The message published on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -40,13 +45,29 @@ impl StateFeed {
         let (stop, mut stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             let feed = Publisher { bus, scheme, node };
+            let mut last_resync: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
                     change = changes.recv() => match change {
                         Ok(c) => feed.publish(&c.status, c.previous.as_deref()).await,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
+                            // Skip what is still queued (the snapshot covers it), and at most
+                            // one snapshot per `RESYNC_EVERY`: with thousands of components a
+                            // snapshot takes long enough for the next burst to lag again, and
+                            // resyncing back to back would spin.
+                            changes = changes.resubscribe();
+                            if let Some(at) = last_resync
+                                && at.elapsed() < RESYNC_EVERY
+                            {
+                                tokio::select! {
+                                    _ = &mut stopped => break,
+                                    () = tokio::time::sleep_until(at + RESYNC_EVERY) => {}
+                                }
+                                changes = changes.resubscribe();
+                            }
                             tracing::warn!(missed = n, "state feed fell behind; republishing a snapshot");
+                            last_resync = Some(tokio::time::Instant::now());
                             for status in board.snapshot() {
                                 feed.publish(&status, None).await;
                             }

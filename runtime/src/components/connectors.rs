@@ -90,18 +90,17 @@ impl Component for ConnectorsComponent {
         }
         let latest = ctx.latest.clone();
         let bus = ctx.bus.clone();
-        let subjects: Vec<String> = ctx
-            .connectors
-            .iter()
-            .map(|c| ctx.scheme.events_of(&c.name))
-            .collect();
+        let subject = ctx.scheme.all_events();
+        let sources: Arc<std::collections::HashSet<String>> =
+            Arc::new(ctx.connectors.iter().map(|c| c.name.clone()).collect());
         // `latest` subscribes before the sources start, so their first values are seen; the
         // rpc bridge before the responders start, so no call finds nobody listening.
         let mut children = vec![ChildSpec::task(LATEST, move || {
-            let (latest, bus, subjects) = (latest.clone(), bus.clone(), subjects.clone());
+            let (latest, bus, subject, sources) =
+                (latest.clone(), bus.clone(), subject.clone(), sources.clone());
             Box::pin(async move {
                 latest
-                    .follow(&bus, subjects)
+                    .follow(&bus, &subject, sources)
                     .await
                     .map_err(|e| e.to_string())
             })
