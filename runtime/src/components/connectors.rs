@@ -96,8 +96,12 @@ impl Component for ConnectorsComponent {
         // `latest` subscribes before the sources start, so their first values are seen; the
         // rpc bridge before the responders start, so no call finds nobody listening.
         let mut children = vec![ChildSpec::task(LATEST, move || {
-            let (latest, bus, subject, sources) =
-                (latest.clone(), bus.clone(), subject.clone(), sources.clone());
+            let (latest, bus, subject, sources) = (
+                latest.clone(),
+                bus.clone(),
+                subject.clone(),
+                sources.clone(),
+            );
             Box::pin(async move {
                 latest
                     .follow(&bus, &subject, sources)
