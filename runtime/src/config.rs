@@ -111,7 +111,7 @@ pub struct ConnectorConfig {
 }
 
 /// How a plugin runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginMode {
     /// Loaded into the node's process.

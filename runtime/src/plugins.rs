@@ -7,7 +7,7 @@
 //! `millwright check` runs it alone and reports every problem with its line. So `check`
 //! answers `ok` exactly when boot would accept the connectors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,8 +182,8 @@ pub struct PreparedConnector {
     pub mode: PluginMode,
     /// Its plugin's file.
     pub path: PathBuf,
-    /// Its plugin's manifest.
-    pub manifest: Manifest,
+    /// Its plugin's manifest (one per plugin file, shared by its connectors).
+    pub manifest: Arc<Manifest>,
     /// Its settings.
     pub config: ConnectorConfig,
     /// A transport per incarnation.
@@ -243,8 +243,8 @@ pub struct CheckedConnector {
     pub name: String,
     /// Its settings, `plugin` resolved to the file.
     pub config: ConnectorConfig,
-    /// Its plugin's manifest.
-    pub manifest: Manifest,
+    /// Its plugin's manifest (one per plugin file, shared by its connectors).
+    pub manifest: Arc<Manifest>,
     /// The library, in process.
     loaded: Option<Arc<LoadedPlugin>>,
 }
@@ -300,8 +300,11 @@ pub async fn check(
 ) -> (Vec<CheckedConnector>, Vec<PreparePluginError>) {
     let mut passed = Vec::with_capacity(connectors.len());
     let mut problems = Vec::new();
+    // Each plugin file is loaded (or started for its handshake) once, whatever the number of
+    // connectors that run it: one manifest and one library in memory.
+    let mut found = Found::new();
     for (name, c) in connectors {
-        match check_one(name, c).await {
+        match check_one(name, c, &mut found).await {
             Ok(checked) => passed.push(checked),
             Err(mut found) => problems.append(&mut found),
         }
@@ -309,9 +312,13 @@ pub async fn check(
     (passed, problems)
 }
 
+/// The plugin files already found, by path and mode.
+type Found = HashMap<(PathBuf, PluginMode), (Arc<Manifest>, Option<Arc<LoadedPlugin>>)>;
+
 async fn check_one(
     name: &str,
     c: &ConnectorConfig,
+    cache: &mut Found,
 ) -> Result<CheckedConnector, Vec<PreparePluginError>> {
     // The subjects' syntax needs no plugin: reported even when the plugin is not found.
     let mut problems: Vec<PreparePluginError> = c
@@ -338,25 +345,29 @@ async fn check_one(
         Ok(path) => path,
         Err(e) => return Err(refused(*e, problems)),
     };
+    let key = (c.plugin.clone(), c.mode);
     let found = match c.mode {
+        _ if cache.contains_key(&key) => Ok(cache[&key].clone()),
         PluginMode::InProcess => plugin_host::load(&c.plugin)
-            .map(|loaded| (loaded.manifest.clone(), Some(Arc::new(loaded))))
+            .map(|loaded| (Arc::new(loaded.manifest.clone()), Some(Arc::new(loaded))))
             .map_err(|source| PreparePluginError::Load {
                 name: name.to_owned(),
                 source,
             }),
-        PluginMode::OutOfProcess => {
-            inspect(&c.plugin, c.mode)
-                .await
-                .map_err(|reason| PreparePluginError::Start {
-                    name: name.to_owned(),
-                    path: c.plugin.clone(),
-                    reason,
-                })
-        }
+        PluginMode::OutOfProcess => inspect(&c.plugin, c.mode)
+            .await
+            .map(|(manifest, loaded)| (Arc::new(manifest), loaded))
+            .map_err(|reason| PreparePluginError::Start {
+                name: name.to_owned(),
+                path: c.plugin.clone(),
+                reason,
+            }),
     };
     let (manifest, loaded) = match found {
-        Ok(found) => found,
+        Ok(found) => {
+            cache.entry(key).or_insert_with(|| found.clone());
+            found
+        }
         Err(e) => return Err(refused(e, problems)),
     };
     problems.extend(validate(name, &c, &manifest));
