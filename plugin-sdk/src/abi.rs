@@ -19,9 +19,9 @@
 //!
 //! # Calls never block the host
 //!
-//! [`PluginHeader::start`] hands a request over and returns at once (ABI 3; ABI 2's `handle`
+//! [`PluginHeader::start`] hands a request over and returns at once (since ABI 3; ABI 2's `handle`
 //! blocked the calling thread for the whole request). The plugin polls the request's future
-//! once, on the caller's thread, inside its own runtime's context:
+//! once, on the caller's thread, inside its library's runtime's context:
 //!
 //! - if it is done (a source with events ready, an ack, most calls), the answer comes back in
 //!   [`Started`] and no thread is woken: the cost of a call is the encoding and the poll;

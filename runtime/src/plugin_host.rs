@@ -21,10 +21,11 @@
 //! destructors the host cannot see, so a loaded library lives until the process exits.
 //!
 //! Requests do not block the node's threads ([`HostedInstance`]): the plugin answers at once
-//! when it can, and otherwise finishes on its own runtime and calls back. A request that takes
-//! longer than the connector's `call_timeout` fails with [`TransportError::Timeout`], so the
-//! supervisor restarts the instance, in process as out of process; one request at a time per
-//! instance.
+//! when it can, and otherwise finishes on its library's shared runtime and calls back. A read
+//! waits until the source has data (no timeout; the connector actor interrupts it when it needs
+//! the instance); any other request that takes longer than the connector's `call_timeout` fails
+//! with [`TransportError::Timeout`], so the supervisor restarts the instance, in process as out
+//! of process; one request at a time per instance.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
