@@ -2,7 +2,7 @@
 //! [`export_plugin!`](crate::export_plugin) generates do.
 //!
 //! An instance is an [`Adapter`] behind an async mutex, a poison flag and its reads'
-//! interrupts; all instances of the library share one tokio runtime ([`RUNTIME`], a few
+//! interrupts; all instances of the library share one tokio runtime (`RUNTIME`, a few
 //! worker threads). [`start`] decodes the request, builds the future that locks the adapter
 //! and handles the request, and polls it once on the caller's thread inside the runtime's
 //! context (so timers, I/O and `tokio::spawn` reach the shared runtime). Done: the answer is
