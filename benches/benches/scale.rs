@@ -382,51 +382,11 @@ async fn machine(bus: Bus, i: usize, n: usize) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for seq in 0u64.. {
         tick.tick().await;
-        let value = sample(&name, "a", started.elapsed().as_secs_f64(), seq);
+        let value =
+            millwright_plugin_sim::values::sample(&name, "a", started.elapsed().as_secs_f64(), seq);
         let env = Envelope::new(name.as_str(), subject.as_str(), value.into());
         bus.publish_envelope(&env).await.expect("a valid subject");
     }
-}
-
-/// The value of `tag` on machine `machine` at `t` seconds for sample `seq`: the sim plugin's
-/// function (private to it), repeated: a sine per tag around a base value with a little
-/// deterministic noise.
-fn sample(machine: &str, tag: &str, t: f64, seq: u64) -> f64 {
-    let h = fnv(machine, tag);
-    let base = 20.0 + (h % 100) as f64;
-    let amplitude = base * 0.1;
-    let period = 20.0 + ((h >> 8) % 40) as f64;
-    let phase = ((h >> 16) % 628) as f64 / 100.0;
-    let noise = (xorshift(h ^ seq) % 2001) as f64 / 1000.0 - 1.0;
-    let v =
-        base + amplitude * (std::f64::consts::TAU * t / period + phase).sin() + noise * 0.01 * base;
-    (v * 1000.0).round() / 1000.0
-}
-
-fn fnv(machine: &str, tag: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    struct Fnv(u64);
-    impl Hasher for Fnv {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for b in bytes {
-                self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-    }
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    machine.hash(&mut h);
-    tag.hash(&mut h);
-    h.finish()
-}
-
-fn xorshift(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
 }
 
 fn describe(row: &Row) -> String {

@@ -26,7 +26,7 @@
 //! in process) and as an executable (`src/main.rs`, `stdio::serve`) from the same code.
 
 pub mod config;
-mod values;
+pub mod values;
 
 use std::time::Duration;
 

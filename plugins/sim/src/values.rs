@@ -4,7 +4,7 @@
 use std::hash::{Hash, Hasher};
 
 /// The value of `tag` on machine `machine` at `t` seconds after start, for sample `seq`.
-pub(crate) fn sample(machine: &str, tag: &str, t: f64, seq: u64) -> f64 {
+pub fn sample(machine: &str, tag: &str, t: f64, seq: u64) -> f64 {
     let h = hash(machine, tag);
     let base = 20.0 + (h % 100) as f64; // 20..120
     let amplitude = base * 0.1;
